@@ -1,0 +1,80 @@
+"""Safe file handling shared by every chapter: atomic writes and checksums.
+
+Nothing a reader produces (labels, checkpoints, exercise answers) may be lost
+or half-written on a crash, so every writer in lmlib goes through
+:func:`atomic_write_bytes` / :func:`atomic_write_text`, and every file that
+ships with the book is verified with :func:`sha256_file` before it is used.
+
+Taught in: Appendix "How the book is built" (book/appendix_infrastructure.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "sha256_bytes", "sha256_file", "verify_sha256"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn one.
+
+    The bytes go to a temporary file in the same folder, are flushed and
+    fsynced, and then replace ``path`` with :func:`os.replace` (atomic on POSIX
+    and Windows).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write_bytes needs bytes, got {type(data).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Text version of :func:`atomic_write_bytes`."""
+    if not isinstance(text, str):
+        raise TypeError(f"atomic_write_text needs str, got {type(text).__name__}")
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file at ``path`` (streamed, so large checkpoints are fine)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot checksum {path}: no such file")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str) -> Path:
+    """Raise ``ValueError`` naming the file and both digests unless ``path`` hashes to ``expected``."""
+    got = sha256_file(path)
+    if got != expected:
+        raise ValueError(
+            f"checksum mismatch for {path}: expected sha256 {expected}, got {got}. "
+            "The file is corrupted or not the one the book shipped; delete it and "
+            "re-create it with the recipe named in the chapter."
+        )
+    return Path(path)
