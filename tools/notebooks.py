@@ -44,6 +44,13 @@ def colab_setup_source(url: str | None = None) -> str:
     )
 
 
+def _rel(path: Path) -> Path:
+    try:
+        return path.relative_to(ROOT)
+    except ValueError:
+        return path
+
+
 def sources() -> list[Path]:
     return sorted(p for p in CHAPTERS.glob("*.md") if p.name[:2].isdigit())
 
@@ -54,7 +61,7 @@ def render(md_path: Path) -> str:
     setup_cells = [c for c in nb.cells if SETUP_TAG in c.get("metadata", {}).get("tags", [])]
     if len(setup_cells) != 1 or nb.cells.index(setup_cells[0]) > 2:
         raise SystemExit(
-            f"{md_path.relative_to(ROOT)}: needs exactly one code cell tagged '{SETUP_TAG}' among its first cells "
+            f"{_rel(md_path)}: needs exactly one code cell tagged '{SETUP_TAG}' among its first cells "
             "(copy it from an existing chapter)"
         )
     setup_cells[0].source = colab_setup_source()
@@ -86,9 +93,9 @@ def main(argv: list[str]) -> int:
         if argv[0] == "sync":
             if not ipynb.exists() or ipynb.read_text(encoding="utf-8") != text:
                 ipynb.write_text(text, encoding="utf-8")
-                print(f"wrote {ipynb.relative_to(ROOT)}")
+                print(f"wrote {_rel(ipynb)}")
         elif not ipynb.exists() or ipynb.read_text(encoding="utf-8") != text:
-            drift.append(ipynb.relative_to(ROOT))
+            drift.append(_rel(ipynb))
     if drift:
         print("These notebooks differ from their text sources (chapters/*.md): " + ", ".join(map(str, drift)))
         print("Edit the .md, then run `make sync` (never edit the .ipynb by hand).")
