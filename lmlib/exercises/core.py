@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -93,20 +94,22 @@ def register(
     return ex
 
 
-def _load_chapter_modules() -> None:
-    # Import every lmlib.exercises.chNN module so that its exercises are registered.
+def _load_chapter_modules(only: str | None = None) -> None:
+    # Import the lmlib.exercises.chNN modules (or just `only`) so that their exercises are registered.
     import importlib
     import pkgutil
 
     from . import __path__ as pkg_path
 
     for info in pkgutil.iter_modules(pkg_path):
-        if info.name.startswith("ch"):
+        if info.name.startswith("ch") and (only is None or info.name == only or info.name.startswith(only + "_")):
             importlib.import_module(f"lmlib.exercises.{info.name}")
 
 
 def get(id: str) -> Exercise:
     """Return the registered exercise ``id``; raise ``KeyError`` listing the known ids otherwise."""
+    if id not in _REGISTRY:  # "ch03.x" lives in lmlib/exercises/ch03.py: import just that one first
+        _load_chapter_modules(only=id.split(".", 1)[0])
     if id not in _REGISTRY:
         _load_chapter_modules()
     if id not in _REGISTRY:
@@ -121,7 +124,13 @@ def all_exercises() -> dict[str, Exercise]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (so messages say 9.5, not np.float64(9.5))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _short(value: Any, limit: int = 200) -> str:
+    value = _plain(value)
     if isinstance(value, np.ndarray):
         text = f"array(shape={value.shape}, dtype={value.dtype}, values={np.array2string(value, threshold=8, edgeitems=2)})"
     else:
@@ -136,15 +145,11 @@ def compare_values(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e
     then values), dicts (missing/extra/different keys), sequences and anything
     with ``==``.
     """
-    try:
-        import torch  # noqa: F401
-
-        if isinstance(expected, torch.Tensor):
-            if not isinstance(got, torch.Tensor):
-                return f"expected a torch.Tensor, got {type(got).__name__}"
-            got, expected = got.detach().cpu().numpy(), expected.detach().cpu().numpy()
-    except ImportError:
-        pass
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported: never import it here
+    if torch is not None and isinstance(expected, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"expected a torch.Tensor, got {type(got).__name__}"
+        got, expected = got.detach().cpu().numpy(), expected.detach().cpu().numpy()
     if isinstance(expected, np.ndarray):
         if not isinstance(got, np.ndarray):
             try:
@@ -156,22 +161,24 @@ def compare_values(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e
         if expected.dtype.kind in "fc":
             if not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
                 idx = np.unravel_index(np.argmax(np.abs(got.astype(float) - expected.astype(float))), expected.shape)
-                return f"wrong values: at index {tuple(int(i) for i in idx)} got {got[idx]!r}, expected {expected[idx]!r}"
+                return f"wrong values: at index {tuple(int(i) for i in idx)} got {_short(got[idx])}, expected {_short(expected[idx])}"
             return None
         if not np.array_equal(got, expected):
             idx = np.argwhere(got != expected)[0]
-            return f"wrong values: at index {tuple(int(i) for i in idx)} got {got[tuple(idx)]!r}, expected {expected[tuple(idx)]!r}"
+            return f"wrong values: at index {tuple(int(i) for i in idx)} got {_short(got[tuple(idx)])}, expected {_short(expected[tuple(idx)])}"
         return None
     if isinstance(expected, bool) or expected is None:
         return None if got == expected else f"got {_short(got)}, expected {_short(expected)}"
     if isinstance(expected, (int, float, np.integer, np.floating)):
+        if getattr(got, "ndim", None) == 0 and hasattr(got, "item"):  # 0-d array or tensor: its number
+            got = got.item()
         if not isinstance(got, (int, float, np.integer, np.floating)):
             return f"expected a number, got {type(got).__name__} {_short(got)}"
         if math.isnan(float(expected)):
-            return None if math.isnan(float(got)) else f"got {got!r}, expected nan"
+            return None if math.isnan(float(got)) else f"got {_short(got)}, expected nan"
         if math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
             return None
-        return f"got {got!r}, expected {expected!r}"
+        return f"got {_short(got)}, expected {_short(expected)}"
     if isinstance(expected, dict):
         if not isinstance(got, dict):
             return f"expected a dict, got {type(got).__name__}"
@@ -217,6 +224,7 @@ def check(id: str, fn: Callable[..., Any], seed: int = 0, quiet: bool = False) -
     that names the failing input and what was wrong. All cases are run, so the
     score (fraction of cases passed) is partial credit for the grader.
     """
+    __tracebackhide__ = True  # IPython: show the learner the message, not check's internals
     ex = get(id)
     if not callable(fn):
         raise TypeError(f"check({id!r}, ...) needs your function, got {type(fn).__name__}")
@@ -224,16 +232,17 @@ def check(id: str, fn: Callable[..., Any], seed: int = 0, quiet: bool = False) -
     passed, first_problem = 0, ""
     for n, case in enumerate(cases, 1):
         label = case.label or f"case {n}"
-        expected = ex.reference(*case.args, **case.kwargs)
+        # Each side gets its own copy of the inputs, so neither can spoil them for the other.
+        expected = ex.reference(*_copy(case.args), **_copy(case.kwargs))
         try:
             got = fn(*_copy(case.args), **_copy(case.kwargs))
         except NotImplementedError:
             first_problem = first_problem or "not implemented yet: replace `raise NotImplementedError` with your code"
             continue
-        except Exception as exc:  # the learner's code crashed: say where, briefly
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
+        except Exception as exc:  # the learner's code crashed: say on which input and where, briefly
             first_problem = first_problem or (
-                f"on {label} your function raised {type(exc).__name__}: {exc} (line {tb.lineno}: {tb.line})"
+                f"on {label}, input {_describe_args(case)}, your function raised "
+                f"{type(exc).__name__}: {exc}{_where(exc)}"
             )
             continue
         problem = ex.compare(got, expected)
@@ -248,6 +257,22 @@ def check(id: str, fn: Callable[..., Any], seed: int = 0, quiet: bool = False) -
     if not quiet:
         print(f"\u2714 {id}: all {len(cases)} checks passed.")
     return result
+
+
+def _where(exc: BaseException) -> str:
+    """`` (line N: code)`` for the deepest frame of the learner's own code in ``exc``'s traceback."""
+    import sysconfig
+
+    library_dirs = tuple(
+        os.path.realpath(p) for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+                                      sysconfig.get_paths()["platlib"], os.path.dirname(os.path.dirname(__file__))}
+    )
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if not os.path.realpath(f.filename).startswith(library_dirs)]
+    frame = (mine or frames or [None])[-1]
+    if frame is None:
+        return ""
+    return f" (line {frame.lineno}: {frame.line})" if frame.line else f" (line {frame.lineno})"
 
 
 def _copy(obj: Any) -> Any:

@@ -1,0 +1,500 @@
+"""Grade a folder of completed student notebooks by running them.
+
+``python -m lmlib.exercises grade SUBMISSIONS --out grades.csv`` (``make grade
+SUBMISSIONS=dir``) finds every submission in the folder, laid out either as
+
+* ``SUBMISSIONS/<student>/<notebook>.ipynb`` (one folder per student), or
+* ``SUBMISSIONS/<student>__<notebook>.ipynb`` (flat, two underscores),
+
+executes each one in a fresh Jupyter kernel (quick mode, a time limit per
+cell) with ``LMBOOK_GRADE_REPORT`` pointing at a temporary file, and reads the
+one JSON line that every ``check`` call appends there. The exercises a
+notebook must answer are those named by its check cells (``check("id", ...)``
+in cells tagged ``check``); when the instructor's copy of the notebook is at
+hand (``--source``, default ``chapters/``), its check cells are the
+authority: they replace the submission's own and any that were deleted are
+appended, so a learner cannot skip a check by editing it away.
+
+Scores are partial credit: the fraction of an exercise's test cases that
+passed. An exercise whose check never reported scores 0 with the reason; a
+notebook that cannot be read or run scores 0 for each of its exercises, and
+grading goes on with the next one. Two files are written, atomically:
+
+* ``grades.csv``: one row per student, one column per exercise id, a
+  ``total`` (sum of scores) and ``percent``;
+* ``grades_detail.csv`` next to it: one row per (student, notebook,
+  exercise) with score, passed, total and the first problem found.
+
+The student's code runs with the instructor's ``lmlib`` (its references and
+test cases), not anything from the submission. It is still the student's
+code: grade untrusted submissions inside a container or VM.
+
+Taught in: the instructor guide (book/instructors.md).
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .._io import atomic_write_text
+
+__all__ = ["Submission", "Row", "NotebookResult", "find_submissions", "check_ids", "grade_notebook",
+           "grade_folder", "write_grades"]
+
+CHECK_TAG = "check"
+FLAT_SEPARATOR = "__"
+NOT_REACHED = "not reached (the notebook stopped before this check)"
+NO_SUBMISSION = "no submission for this notebook"
+GRADER_IMPORT = "from lmlib.exercises import check  # added by the grader\n"
+_CHECK_CALL = re.compile(r"""\bcheck\(\s*(['"])(?P<id>[^'"]+)\1""")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's copy of one notebook.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+
+    student: str
+    notebook: str  # file name without folder, e.g. "01_language_models.ipynb"
+    path: Path
+
+
+@dataclass
+class Row:
+    """One graded exercise of one submission (a line of grades_detail.csv).
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+
+    student: str
+    notebook: str
+    exercise: str
+    score: float
+    passed: int
+    total: int
+    message: str
+
+
+@dataclass
+class NotebookResult:
+    """Everything grading one submission produced.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+
+    submission: Submission
+    rows: list[Row]
+    seconds: float
+    problem: str = ""  # why the notebook could not run to the end ("" when it did)
+    executed: dict | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------- finding work
+
+
+def _notebook_name(filename: str) -> str:
+    # Downloads and Colab copies rename files: "Copy of 01_x.ipynb", "01_x (1).ipynb" -> "01_x.ipynb".
+    stem = Path(filename).stem
+    stem = re.sub(r"^Copy of ", "", stem)
+    stem = re.sub(r"\s*\(\d+\)$", "", stem)
+    return stem + ".ipynb"
+
+
+def find_submissions(folder: str | Path) -> list[Submission]:
+    """Every submission in ``folder``: ``<student>/<notebook>.ipynb`` or ``<student>__<notebook>.ipynb``.
+
+    Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for a
+    flat file without the ``__`` separator or a folder with no notebooks.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of submissions")
+    found: list[Submission] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            for nb in sorted(entry.glob("*.ipynb")):
+                found.append(Submission(entry.name, _notebook_name(nb.name), nb))
+        elif entry.suffix == ".ipynb":
+            if FLAT_SEPARATOR not in entry.stem:
+                raise ValueError(
+                    f"{entry}: cannot tell whose notebook this is; name flat submissions "
+                    f"<student>{FLAT_SEPARATOR}<notebook>.ipynb or put them in a folder per student"
+                )
+            student, notebook = entry.name.split(FLAT_SEPARATOR, 1)
+            found.append(Submission(student, _notebook_name(notebook), entry))
+    if not found:
+        raise ValueError(f"no submissions (*.ipynb) in {folder}")
+    seen: dict[tuple[str, str], Path] = {}
+    for sub in found:
+        key = (sub.student, sub.notebook)
+        if key in seen:
+            raise ValueError(f"two submissions of {sub.notebook} for {sub.student}: {seen[key]} and {sub.path}")
+        seen[key] = sub.path
+    return found
+
+
+def check_ids(source: str) -> list[str]:
+    """Exercise ids named by ``check("id", ...)`` calls in one cell's code, in order.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    ids: list[str] = []
+    try:
+        tree = ast.parse("\n".join(l for l in source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                    and isinstance(node.args[0].value, str):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if name == "check":
+                    ids.append(node.args[0].value)
+        ids.sort(key=lambda i: source.find(i))
+    except SyntaxError:  # a learner broke the cell: fall back to the text
+        ids = [m.group("id") for m in _CHECK_CALL.finditer(source)]
+    return list(dict.fromkeys(ids))
+
+
+def _check_cells(nb: nbformat.NotebookNode) -> list[tuple[int, list[str]]]:
+    """(cell index, ids) of the check cells: cells tagged ``check``, or any cell calling check if none is tagged."""
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    tagged = [(i, c) for i, c in code if CHECK_TAG in c.get("metadata", {}).get("tags", [])]
+    cells = tagged or code  # Colab or a hand copy may have lost the tags
+    return [(i, ids) for i, c in cells if (ids := check_ids(c.source))]
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the file is not UTF-8 text, so not a notebook") from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the file is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                         "it is damaged or not a notebook") from None
+    try:
+        nb = nbformat.reads(text, as_version=4)
+    except Exception as exc:
+        raise ValueError(f"not a valid notebook ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(nb.get("cells"), list):
+        raise ValueError("not a valid notebook (no list of cells)")
+    return nb
+
+
+# ---------------------------------------------------------------------------- running one notebook
+
+
+def _cell_error(cell: dict) -> str | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return f"{out.get('ename')}: {out.get('evalue')}"
+    return None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " ").strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _with_instructor_checks(nb: nbformat.NotebookNode, reference: nbformat.NotebookNode | None) -> nbformat.NotebookNode:
+    """Replace the submission's check cells by the instructor's, appending any the learner deleted."""
+    if reference is None:
+        return nb
+    ref_cells = {}
+    for i, ids in _check_cells(reference):
+        for ex_id in ids:
+            ref_cells.setdefault(ex_id, reference.cells[i].source)
+    present = set()
+    for i, ids in _check_cells(nb):
+        sources = {ref_cells[x] for x in ids if x in ref_cells}
+        if len(sources) == 1:
+            nb.cells[i].source = sources.pop()
+            nb.cells[i].setdefault("metadata", {}).setdefault("tags", [])
+            if CHECK_TAG not in nb.cells[i].metadata["tags"]:
+                nb.cells[i].metadata["tags"].append(CHECK_TAG)
+        present.update(ids)
+    for source in dict.fromkeys(src for ex_id, src in ref_cells.items() if ex_id not in present):
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": [CHECK_TAG]})
+        nb.cells.append(cell)
+        present.update(check_ids(source))
+    return nb
+
+
+def grade_notebook(
+    submission: Submission,
+    expected: list[str] | None = None,
+    reference: dict | None = None,
+    timeout: int = 300,
+    startup_timeout: int = 120,
+    keep_executed: bool = False,
+) -> NotebookResult:
+    """Execute one submission and grade its exercises; never raises for a broken notebook.
+
+    ``expected``: exercise ids this notebook must answer (besides those its
+    own check cells name). ``reference``: the instructor's copy of the
+    notebook (as a dict), whose check cells replace the submission's.
+    ``timeout``: seconds allowed per cell.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    start = time.perf_counter()
+    expected = list(expected or [])
+
+    def result(rows: list[Row], problem: str = "", executed: dict | None = None) -> NotebookResult:
+        return NotebookResult(submission, rows, time.perf_counter() - start, problem,
+                              executed if keep_executed else None)
+
+    def zero_all(message: str, ids: list[str]) -> list[Row]:
+        return [Row(submission.student, submission.notebook, x, 0.0, 0, 0, message) for x in ids] or \
+               [Row(submission.student, submission.notebook, "", 0.0, 0, 0, message)]
+
+    try:
+        nb = _read(submission.path)
+    except (OSError, ValueError) as exc:
+        problem = f"could not read the notebook: {exc}"
+        return result(zero_all(problem, expected), problem)
+    ref_nb = nbformat.from_dict(reference) if reference is not None else None
+    nb = _with_instructor_checks(nb, ref_nb)
+    check_cells = _check_cells(nb)
+    for i, _ in check_cells:  # a learner's own `check = ...` earlier in the notebook does not count
+        nb.cells[i].source = GRADER_IMPORT + nb.cells[i].source
+    ids = list(dict.fromkeys(expected + [x for _, cell_ids in check_cells for x in cell_ids]))
+
+    problem = ""
+    with tempfile.TemporaryDirectory(prefix="lmbook-grade-") as tmp:
+        workdir = Path(tmp) / "work"  # the notebook's cwd: whatever it writes is thrown away
+        workdir.mkdir()
+        report = Path(tmp) / "report.jsonl"
+        env = dict(os.environ, LMBOOK_MODE="quick", LMBOOK_GRADE_REPORT=str(report))
+        client = NotebookClient(
+            nb, timeout=timeout, startup_timeout=startup_timeout, kernel_name="python3", allow_errors=True,
+            resources={"metadata": {"path": str(workdir)}},
+        )
+        kernel_log = Path(tmp) / "kernel.log"
+        with open(kernel_log, "wb") as log:  # the kernel's own chatter stays out of the grading output
+            try:
+                client.execute(env=env, cwd=str(workdir), stdout=log, stderr=log)
+            except CellTimeoutError:
+                problem = f"a cell ran longer than the limit of {timeout} s and was stopped"
+            except DeadKernelError:
+                problem = "the Python kernel died (the notebook crashed Python, exited or ran out of memory)"
+            except Exception as exc:  # kernel failed to start, nbclient trouble: say so, grade the rest
+                problem = f"could not run the notebook: {type(exc).__name__}: {_one_line(exc, 200)}"
+        if problem and not problem.startswith("a cell"):
+            last = [l for l in kernel_log.read_text(errors="replace").splitlines() if l.strip()
+                    and "running over TCP without encryption" not in l][-1:]
+            problem += f"; the kernel's last words: {_one_line(last[0], 150)}" if last else ""
+        reports: dict[str, dict] = {}
+        if report.exists():
+            for line in report.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                    reports[str(rec["id"])] = rec  # the last check of an id counts
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def has_run(i: int) -> bool:
+        return nb.cells[i].get("execution_count") is not None or bool(nb.cells[i].get("outputs"))
+
+    last_run = max((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and has_run(i)), default=-1)
+    rows = []
+    for ex_id in ids:
+        rec = reports.get(ex_id)
+        if rec is not None:
+            passed, total = int(rec.get("passed", 0)), int(rec.get("total", 0))
+            passed = max(0, min(passed, total))
+            score = passed / total if total else 0.0
+            message = _one_line(rec.get("message", "")) or ("" if total else "the check ran no cases")
+        else:
+            score, passed, total = 0.0, 0, 0
+            cells = [i for i, cell_ids in check_cells if ex_id in cell_ids]
+            error = next((e for i in cells if (e := _cell_error(nb.cells[i]))), None)
+            ran = any(has_run(i) for i in cells)
+            if problem and last_run in cells:  # the notebook was stopped while this check was running
+                message = f"this check did not finish: {problem}"
+            elif error:
+                message = f"the check cell failed before checking: {_one_line(error, 200)} (did an earlier cell fail?)"
+            elif not cells:
+                message = "no check cell for this exercise in the notebook"
+            elif ran:
+                message = "the check cell ran but did not call check for this exercise"
+            else:
+                message = NOT_REACHED + (f": {problem}" if problem else "")
+        rows.append(Row(submission.student, submission.notebook, ex_id, score, passed, total, message))
+    if not rows:
+        rows = zero_all(problem or "the notebook has no check cells", [])
+    return result(rows, problem, nbformat.from_dict(nb) if keep_executed else None)
+
+
+def _grade_task(args: tuple) -> NotebookResult:
+    sub, expected, reference, timeout, keep = args
+    return grade_notebook(sub, expected, reference, timeout=timeout, keep_executed=keep)
+
+
+# ---------------------------------------------------------------------------- a whole folder
+
+
+def _fmt(score: float) -> str:
+    return str(round(score, 4))
+
+
+def write_grades(rows: list[Row], out_csv: str | Path, exercises: list[str]) -> tuple[Path, Path]:
+    """Write ``grades.csv`` (wide) and ``grades_detail.csv`` (long, next to it) atomically; return both paths.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    out_csv = Path(out_csv)
+    detail_path = out_csv.with_name(out_csv.stem + "_detail" + out_csv.suffix)
+    students = sorted({r.student for r in rows})
+    score = {(r.student, r.exercise): r.score for r in rows}
+    wide = io.StringIO()
+    w = csv.writer(wide, lineterminator="\n")
+    w.writerow(["student", *exercises, "total", "percent"])
+    for s in students:
+        scores = [score.get((s, x), 0.0) for x in exercises]
+        total = sum(scores)
+        w.writerow([s, *map(_fmt, scores), _fmt(total), _fmt(100 * total / len(exercises)) if exercises else "0"])
+    long = io.StringIO()
+    w = csv.writer(long, lineterminator="\n")
+    w.writerow(["student", "notebook", "exercise", "score", "passed", "total", "message"])
+    for r in sorted(rows, key=lambda r: (r.student, r.notebook)):
+        w.writerow([r.student, r.notebook, r.exercise, _fmt(r.score), r.passed, r.total, r.message])
+    atomic_write_text(out_csv, wide.getvalue())
+    atomic_write_text(detail_path, long.getvalue())
+    return out_csv, detail_path
+
+
+def _summary(results: list[NotebookResult], rows: list[Row], exercises: list[str], seconds: float) -> str:
+    students = sorted({r.student for r in rows})
+    per_nb = [r.seconds for r in results]
+    lines = [
+        f"Graded {len(results)} notebook(s) of {len(students)} student(s) in {seconds:.1f} s "
+        f"({sum(per_nb) / max(1, len(per_nb)):.1f} s per notebook)."
+    ]
+    show = exercises if len(exercises) <= 6 else []
+    width = max([7] + [len(s) for s in students])
+    col = max([6] + [len(x) for x in show])
+    head = [f"{'student':<{width}}"] + [f"{x:>{col}}" for x in show] + [f"{'total':>10}", "  problems"]
+    lines.append(" ".join(head))
+    for s in students:
+        mine = {r.exercise: r for r in rows if r.student == s}
+        total = sum(mine[x].score for x in exercises if x in mine)
+        cells = [f"{s:<{width}}"] + [f"{mine[x].score if x in mine else 0:>{col}.2f}" for x in show]
+        problems = sum(1 for x in exercises if x not in mine or mine[x].score < 1)
+        lines.append(" ".join(cells + [f"{total:>6.2f}/{len(exercises):<3}", f"  {problems}"]))
+    broken = [r for r in results if r.problem]
+    for r in broken:
+        lines.append(f"! {r.submission.student}/{r.submission.notebook}: {r.problem}")
+    return "\n".join(lines)
+
+
+def grade_folder(
+    folder: str | Path,
+    out_csv: str | Path = "grades.csv",
+    timeout: int = 300,
+    source: str | Path | None = "chapters",
+    jobs: int = 1,
+    executed_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
+    """Grade every submission in ``folder``; write ``out_csv`` and its ``_detail`` file; return the rows.
+
+    ``source``: folder with the instructor's notebooks of the same names
+    (their check cells are authoritative); skipped when it does not exist.
+    ``jobs``: notebooks run at the same time (each in its own kernel).
+    ``executed_dir``: if given, every executed submission is saved there as
+    ``<student>__<notebook>.ipynb`` so its outputs can be read.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    start = time.perf_counter()
+    subs = find_submissions(folder)
+    notebooks = sorted({s.notebook for s in subs})
+
+    # Which exercises each notebook must answer: the instructor's check cells first, then any other
+    # submission's (so a broken or truncated copy still scores 0 on each exercise it should have).
+    references: dict[str, dict] = {}
+    expected: dict[str, list[str]] = {name: [] for name in notebooks}
+    source = Path(source) if source else None
+    for name in notebooks:
+        if source is not None and (source / name).is_file():
+            try:
+                ref = _read(source / name)
+                references[name] = json.loads(json.dumps(ref))
+                expected[name] += [x for _, ids in _check_cells(ref) for x in ids]
+            except ValueError as exc:
+                log(f"warning: ignoring the instructor notebook {source / name}: {exc}")
+    for sub in subs:
+        try:
+            expected[sub.notebook] += [x for _, ids in _check_cells(_read(sub.path)) for x in ids]
+        except (OSError, ValueError):
+            pass
+    expected = {k: list(dict.fromkeys(v)) for k, v in expected.items()}
+    exercises = [x for name in notebooks for x in expected[name]]
+    exercises = list(dict.fromkeys(exercises))
+
+    tasks = [(s, expected[s.notebook], references.get(s.notebook), timeout, executed_dir is not None) for s in subs]
+    results: list[NotebookResult] = []
+
+    def done(res: NotebookResult) -> None:
+        results.append(res)
+        got = sum(r.score for r in res.rows)
+        note = f"  ({res.problem})" if res.problem else ""
+        log(f"[{len(results)}/{len(tasks)}] {res.submission.student}/{res.submission.notebook}: "
+            f"{got:.2f}/{len(res.rows)} in {res.seconds:.1f} s{note}")
+        if executed_dir is not None and res.executed is not None:
+            dest = Path(executed_dir) / f"{res.submission.student}{FLAT_SEPARATOR}{res.submission.notebook}"
+            atomic_write_text(dest, nbformat.writes(nbformat.from_dict(res.executed), version=4) + "\n")
+
+    if jobs == 1:
+        for task in tasks:
+            done(_grade_task(task))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_grade_task, t): t for t in tasks}
+            for fut in as_completed(futures):
+                try:
+                    done(fut.result())
+                except Exception as exc:  # a worker itself died: still grade the notebook as 0
+                    sub, exp = futures[fut][0], futures[fut][1]
+                    msg = f"the grading process failed: {type(exc).__name__}: {_one_line(exc, 200)}"
+                    done(NotebookResult(sub, [Row(sub.student, sub.notebook, x, 0.0, 0, 0, msg) for x in exp]
+                                        or [Row(sub.student, sub.notebook, "", 0.0, 0, 0, msg)], 0.0, msg))
+
+    rows = [r for res in results for r in res.rows]
+    # A student who did not hand in a notebook that others did: 0 for each of its exercises.
+    have = {(s.student, s.notebook) for s in subs}
+    for student in sorted({s.student for s in subs}):
+        for name in notebooks:
+            if (student, name) not in have:
+                rows += [Row(student, name, x, 0.0, 0, 0, NO_SUBMISSION) for x in expected[name]]
+    rows.sort(key=lambda r: (r.student, notebooks.index(r.notebook),
+                             exercises.index(r.exercise) if r.exercise in exercises else -1))
+    wide, detail = write_grades(rows, out_csv, exercises)
+    log(_summary(results, rows, exercises, time.perf_counter() - start))
+    log(f"Wrote {wide} and {detail}.")
+    return rows
