@@ -1,0 +1,591 @@
+"""Decoding: turning a language model's next-token logits into text.
+
+A model gives, for every prefix, logits over the vocabulary. How we pick the
+next token from them is a separate choice, and it changes the text a lot:
+
+* **logit processors** reshape one step's logits ``(B, V)``:
+  :func:`apply_temperature` (divide by ``T``), :func:`top_k_filter` (keep the
+  ``k`` most likely tokens, Fan et al. 2018), :func:`top_p_filter` (nucleus
+  sampling: keep the smallest set with probability mass ``>= p``, Holtzman et
+  al. 2020) and :func:`repetition_penalty` (CTRL, Keskar et al. 2019). A removed
+  token gets logit ``-inf``, i.e. probability 0 after the softmax.
+  :func:`next_token_distribution` chains them in the usual order.
+* **decoding loops**: :func:`sample` (random draws, reproducible with a
+  ``torch.Generator``), :func:`greedy` (always the most likely token) and
+  :func:`beam_search` (keep the ``num_beams`` most likely prefixes).
+* **metrics** for the diversity/quality trade-off: :func:`distinct_n` (share
+  of distinct n-grams, Li et al. 2016) and :func:`sequence_log_likelihood`
+  (mean log-probability per generated token under a model).
+
+Every loop takes ``model``: any callable mapping token ids ``(B, T)`` (long) to
+logits ``(B, T, V)`` (only the last position is used), or directly to the
+next-token logits ``(B, V)``. A tuple output such as nanoGPT's
+``(logits, loss)`` is fine: its first element is used. ``max_context`` crops
+the context to its last ``max_context`` tokens (a transformer's block size).
+
+Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "apply_temperature", "top_k_filter", "top_p_filter", "repetition_penalty", "next_token_distribution",
+    "sample", "greedy", "beam_search", "BeamSearchResult", "distinct_n", "sequence_log_likelihood",
+]
+
+Model = Callable[[Tensor], Any]  # ids (B, T) long -> logits (B, T, V) or (B, V), or a tuple starting with them
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _check_logits(logits: Tensor, name: str = "logits") -> None:
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, V), got {type(logits).__name__}")
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, V) (one row of logits per sequence), "
+                         f"got shape {tuple(logits.shape)}"
+                         + (": add a batch dimension with logits[None]" if logits.dim() == 1 else ""))
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{name} has an empty vocabulary (shape {tuple(logits.shape)})")
+    if torch.isnan(logits).any():
+        raise ValueError(f"{name} contain NaN")
+    if torch.isposinf(logits).any():
+        raise ValueError(f"{name} contain +inf (only -inf, for a removed token, is allowed)")
+
+
+def _check_ids(idx: Tensor, name: str = "idx") -> None:
+    if not isinstance(idx, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, shape (B, T), got {type(idx).__name__}")
+    if idx.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, T), got shape {tuple(idx.shape)}"
+                         + (": add a batch dimension with idx[None]" if idx.dim() == 1 else ""))
+    if idx.dtype != torch.long:
+        raise TypeError(f"{name} must hold token ids as torch.long, got dtype {idx.dtype}")
+
+
+def _check_count(value: Any, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, penalty: float) -> None:
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+    if top_k is not None:
+        _check_count(top_k, "top_k", 1)
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not isinstance(penalty, (int, float)) or not math.isfinite(penalty) or penalty <= 0:
+        raise ValueError(f"repetition_penalty must be a finite number > 0 (1 = no penalty), got {penalty!r}")
+
+
+# ----------------------------------------------------------------------------- logit processors
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """Divide the logits by ``temperature``: ``softmax(logits / T)``.
+
+    ``T < 1`` sharpens the distribution (towards greedy decoding as ``T -> 0``),
+    ``T > 1`` flattens it (towards uniform as ``T -> inf``), ``T = 1`` leaves it
+    unchanged. ``T = 0`` is not a division: use :func:`greedy` (or
+    ``sample(..., temperature=0)``).
+
+    Args:
+        logits: ``(B, V)`` floating-point logits (``-inf`` allowed).
+        temperature: ``T > 0``.
+
+    Returns:
+        a new ``(B, V)`` tensor ``logits / T``.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_logits(logits)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r} "
+                         "(for T = 0 use greedy decoding: greedy() or sample(..., temperature=0))")
+    return logits / temperature
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest logits of each row; set the others to ``-inf``.
+
+    Ties at the boundary are all kept (the rule of nanoGPT and Hugging Face): a
+    token survives when its logit is ``>=`` the row's ``k``-th largest logit,
+    so the result never depends on the order of the vocabulary, and a row can
+    keep more than ``k`` tokens only when several share the ``k``-th value.
+    ``k = V`` returns the logits unchanged.
+
+    Args:
+        logits: ``(B, V)`` floating-point logits (``-inf`` allowed).
+        k: number of tokens to keep, ``1 <= k <= V``.
+
+    Returns:
+        a new ``(B, V)`` tensor: kept logits unchanged, the rest ``-inf``.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_logits(logits)
+    _check_count(k, "k", 1)
+    V = logits.shape[1]
+    if k > V:
+        raise ValueError(f"k must be <= the vocabulary size V={V}, got k={k}")
+    kth = torch.topk(logits, k, dim=-1).values[:, [-1]]  # (B, 1): the k-th largest logit of each row
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filtering: keep the smallest set of most likely tokens whose probability mass is ``>= p``.
+
+    Sort the tokens by probability (descending); keep a token when the mass of
+    the tokens before it is still ``< p``. The most likely token is always
+    kept. Ties at the boundary are all kept (as in :func:`top_k_filter`), so the
+    result never depends on the order of the vocabulary. ``p = 1`` returns the
+    logits unchanged.
+
+    Example: logits ``[2, 1, 0, -1]`` have probabilities ``[0.6439, 0.2369,
+    0.0871, 0.0321]``; ``p = 0.7`` keeps the first two (mass 0.8808), ``p = 0.5``
+    only the first (mass 0.6439).
+
+    Args:
+        logits: ``(B, V)`` floating-point logits (``-inf`` allowed, but not a whole row).
+        p: the mass to cover, ``0 < p <= 1``.
+
+    Returns:
+        a new ``(B, V)`` tensor: kept logits unchanged, the rest ``-inf``.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_logits(logits)
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"p must be a number in (0, 1], got {type(p).__name__}")
+    if not 0 < p <= 1:
+        raise ValueError(f"p must be in (0, 1], got {p!r}")
+    dead = torch.isneginf(logits).all(dim=-1)
+    if dead.any():
+        raise ValueError(f"row {int(dead.nonzero()[0])} of logits is all -inf: no token to keep")
+    if p == 1:
+        return logits.clone()
+    sorted_logits = torch.sort(logits, dim=-1, descending=True).values  # (B, V)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
+    n_keep = (mass_before < p).sum(dim=-1, keepdim=True)  # (B, 1), >= 1 since mass_before[0] = 0
+    threshold = sorted_logits.gather(-1, n_keep - 1)  # logit of the last kept token
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def repetition_penalty(logits: Tensor, previous_ids: Tensor, penalty: float) -> Tensor:
+    """CTRL's repetition penalty: make tokens that already occur less likely.
+
+    For every token id that occurs in row ``b`` of ``previous_ids`` (once or
+    more, it is penalised once), its logit ``x`` becomes ``x / penalty`` if
+    ``x > 0`` and ``x * penalty`` otherwise (Keskar et al. 2019, with the sign
+    fix of Hugging Face). ``penalty > 1`` discourages repetition, ``penalty = 1``
+    changes nothing, ``penalty < 1`` encourages it.
+
+    Example: logits ``[2, 1, 0, -1]``, previous ids ``[0, 3, 3]``, penalty 2
+    give ``[1, 1, 0, -2]``.
+
+    Args:
+        logits: ``(B, V)`` floating-point logits.
+        previous_ids: ``(B, L)`` long token ids in ``[0, V)`` (``L = 0`` allowed).
+        penalty: a number ``> 0``.
+
+    Returns:
+        a new ``(B, V)`` tensor.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_logits(logits)
+    _check_ids(previous_ids, "previous_ids")
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
+        raise TypeError(f"penalty must be a number, got {type(penalty).__name__}")
+    if not math.isfinite(penalty) or penalty <= 0:
+        raise ValueError(f"penalty must be a finite number > 0 (1 = no penalty), got {penalty!r}")
+    B, V = logits.shape
+    if previous_ids.shape[0] != B:
+        raise ValueError(f"previous_ids has {previous_ids.shape[0]} rows but logits has {B} (shapes "
+                         f"{tuple(previous_ids.shape)} and {tuple(logits.shape)})")
+    if previous_ids.numel() and (previous_ids.min() < 0 or previous_ids.max() >= V):
+        raise ValueError(f"previous_ids must be token ids in [0, {V}), got values in "
+                         f"[{int(previous_ids.min())}, {int(previous_ids.max())}]")
+    seen = logits.gather(-1, previous_ids)  # (B, L): the logits of the tokens seen (a repeated id reads the same)
+    penalised = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, previous_ids, penalised)
+
+
+_apply_repetition_penalty = repetition_penalty  # `sample` has an argument of the same name
+
+
+def next_token_distribution(
+    logits: Tensor,
+    previous_ids: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+) -> Tensor:
+    """The probabilities :func:`sample` draws the next token from, one row per sequence.
+
+    Applies, in this order (as Hugging Face does): the repetition penalty over
+    ``previous_ids``, the temperature, top-k, top-p, then the softmax.
+    ``temperature = 0`` gives a one-hot distribution on the (penalised) argmax:
+    greedy decoding.
+
+    Args:
+        logits: ``(B, V)`` next-token logits.
+        previous_ids: ``(B, L)`` ids seen so far (needed only for a repetition penalty ``!= 1``).
+        temperature: ``>= 0``; top_k: ``None`` or ``1 <= top_k`` (capped at ``V``);
+        top_p: ``None`` or in ``(0, 1]``; repetition_penalty: ``> 0``.
+
+    Returns:
+        ``(B, V)`` float probabilities; each row sums to 1.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_logits(logits)
+    _check_sampling_args(temperature, top_k, top_p, repetition_penalty)
+    if repetition_penalty != 1:
+        if previous_ids is None:
+            raise ValueError("a repetition penalty needs previous_ids, the (B, L) ids generated so far")
+        logits = _apply_repetition_penalty(logits, previous_ids, repetition_penalty)
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(torch.float32)
+    logits = apply_temperature(logits.float(), temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, min(top_k, logits.shape[-1]))
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    if torch.isnan(probs).any():
+        raise ValueError("the next-token probabilities contain NaN: is a row of logits all -inf, "
+                         "or the temperature so small that logits / T overflows?")
+    return probs
+
+
+# ----------------------------------------------------------------------------- calling the model
+
+
+def _model_logits(model: Model, idx: Tensor) -> Tensor:
+    """``model(idx)`` as a tensor: the first element of a tuple/list output, checked for shape."""
+    out = model(idx)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, Tensor):
+        raise TypeError(f"model(idx) must return logits as a torch.Tensor (or a tuple starting with them), "
+                        f"got {type(out).__name__}")
+    B = idx.shape[0]
+    if out.dim() not in (2, 3) or out.shape[0] != B:
+        raise ValueError(f"model(idx) with idx of shape {tuple(idx.shape)} must return logits of shape "
+                         f"({B}, T, V) or ({B}, V), got shape {tuple(out.shape)}")
+    return out
+
+
+def _next_logits(model: Model, idx: Tensor, max_context: int | None) -> Tensor:
+    """The ``(B, V)`` logits of the token after ``idx``, the context cropped to its last ``max_context`` tokens."""
+    context = idx if max_context is None or idx.shape[1] <= max_context else idx[:, -max_context:]
+    out = _model_logits(model, context)
+    return out[:, -1, :] if out.dim() == 3 else out
+
+
+def _check_model_mode(model: Model) -> None:
+    if isinstance(model, torch.nn.Module) and model.training:
+        warnings.warn("the model is in training mode (dropout is on): call model.eval() before decoding",
+                      stacklevel=4)  # past the torch.no_grad wrapper: the caller's line
+
+
+def _check_loop_args(idx: Tensor, max_new_tokens: int, max_context: int | None) -> None:
+    _check_ids(idx)
+    if idx.shape[1] == 0:
+        raise ValueError("idx has no tokens: give a prompt of at least one token (shape (B, T) with T >= 1)")
+    _check_count(max_new_tokens, "max_new_tokens", 0)
+    if max_context is not None:
+        _check_count(max_context, "max_context", 1)
+
+
+# ----------------------------------------------------------------------------- decoding loops
+
+
+@torch.no_grad()
+def sample(
+    model: Model,
+    idx: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_context: int | None = None,
+) -> Tensor:
+    """Extend each prompt by ``max_new_tokens`` tokens drawn from the model's (processed) distribution.
+
+    At every step: next-token logits from ``model`` (context cropped to
+    ``max_context``), then :func:`next_token_distribution` (repetition penalty
+    over the whole sequence so far, temperature, top-k, top-p), then one draw
+    with ``torch.multinomial``. The same ``generator`` seed gives the same
+    tokens; ``temperature = 0`` is greedy decoding.
+
+    Args:
+        model: ids ``(B, T)`` long -> logits ``(B, T, V)`` or ``(B, V)`` (see the module docstring).
+            Put an ``nn.Module`` in eval mode first.
+        idx: ``(B, T)`` long prompt ids, ``T >= 1``.
+        max_new_tokens: number of tokens to add (``>= 0``).
+        temperature, top_k, top_p, repetition_penalty: see :func:`next_token_distribution`.
+        generator: a seeded ``torch.Generator`` on the model's device, for reproducible samples.
+        max_context: crop the context to its last ``max_context`` tokens (the model's block size).
+
+    Returns:
+        ``(B, T + max_new_tokens)`` long ids: the prompts followed by the new tokens.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_loop_args(idx, max_new_tokens, max_context)
+    _check_sampling_args(temperature, top_k, top_p, repetition_penalty)
+    _check_model_mode(model)
+    for _ in range(max_new_tokens):
+        logits = _next_logits(model, idx, max_context)
+        probs = next_token_distribution(logits, idx, temperature, top_k, top_p, repetition_penalty)
+        if temperature == 0:
+            next_id = probs.argmax(dim=-1, keepdim=True)
+        else:
+            next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+        idx = torch.cat([idx, next_id.to(idx.device)], dim=1)
+    return idx
+
+
+@torch.no_grad()
+def greedy(
+    model: Model,
+    idx: Tensor,
+    max_new_tokens: int,
+    repetition_penalty: float = 1.0,
+    max_context: int | None = None,
+) -> Tensor:
+    """Extend each prompt by ``max_new_tokens`` tokens, always taking the most likely one.
+
+    Deterministic; on a tie the lowest token id wins. The same as
+    ``sample(..., temperature=0)`` and as :func:`beam_search` with one beam.
+
+    Args:
+        model: ids ``(B, T)`` long -> logits ``(B, T, V)`` or ``(B, V)``.
+        idx: ``(B, T)`` long prompt ids, ``T >= 1``.
+        max_new_tokens: number of tokens to add (``>= 0``).
+        repetition_penalty: ``> 0``, applied over the whole sequence so far (1 = none).
+        max_context: crop the context to its last ``max_context`` tokens.
+
+    Returns:
+        ``(B, T + max_new_tokens)`` long ids.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_loop_args(idx, max_new_tokens, max_context)
+    _check_sampling_args(0.0, None, None, repetition_penalty)
+    _check_model_mode(model)
+    for _ in range(max_new_tokens):
+        logits = _next_logits(model, idx, max_context)
+        if repetition_penalty != 1:
+            logits = _apply_repetition_penalty(logits, idx, repetition_penalty)
+        next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1); the first maximum on a tie
+        idx = torch.cat([idx, next_id.to(idx.device)], dim=1)
+    return idx
+
+
+class BeamSearchResult(NamedTuple):
+    """What :func:`beam_search` returns, best hypothesis first.
+
+    * ``sequences``: list of ``n`` 1-D long tensors, each the prompt followed by
+      its generated tokens (lengths differ when ``eos_id`` ended some early);
+    * ``log_probs``: ``(n,)`` float, the sum of the generated tokens' log-probabilities;
+    * ``scores``: ``(n,)`` float, ``log_probs / n_generated ** length_penalty``,
+      sorted in descending order.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+
+    sequences: list[Tensor]
+    log_probs: Tensor
+    scores: Tensor
+
+
+@torch.no_grad()
+def beam_search(
+    model: Model,
+    idx: Tensor,
+    max_new_tokens: int,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    eos_id: int | None = None,
+    max_context: int | None = None,
+) -> BeamSearchResult:
+    """Beam search for one prompt: keep the ``num_beams`` most likely prefixes at every step.
+
+    At each step every live beam is extended by every token; the
+    ``num_beams`` candidates with the highest total log-probability survive
+    (ties: the earlier beam, then the lower token id; impossible candidates,
+    log-probability ``-inf``, are dropped). A survivor ending in ``eos_id`` is
+    finished and leaves the beam. After ``max_new_tokens`` steps (or when no
+    beam is left) all finished and live hypotheses are ranked by
+    ``score = log_prob / n_generated ** length_penalty`` (``length_penalty = 0``:
+    the plain sum; larger values favour longer hypotheses), and the best
+    ``num_beams`` are returned. With ``num_beams >= V ** (max_new_tokens - 1)``
+    nothing is ever pruned, so the result is the exhaustive search's.
+
+    Args:
+        model: ids ``(B, T)`` long -> logits ``(B, T, V)`` or ``(B, V)``.
+        idx: ``(1, T)`` long prompt ids (batch size 1), ``T >= 1``.
+        max_new_tokens: number of tokens to add (``>= 0``).
+        num_beams: ``>= 1``; 1 is greedy decoding.
+        length_penalty: exponent of the length normalisation (only matters when ``eos_id`` ends hypotheses early).
+        eos_id: token id that ends a hypothesis, or ``None``.
+        max_context: crop the context to its last ``max_context`` tokens.
+
+    Returns:
+        a :class:`BeamSearchResult` with at most ``num_beams`` hypotheses, best first.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_loop_args(idx, max_new_tokens, max_context)
+    if idx.shape[0] != 1:
+        raise ValueError(f"beam_search decodes one prompt at a time: idx must have shape (1, T), "
+                         f"got {tuple(idx.shape)}")
+    _check_count(num_beams, "num_beams", 1)
+    if not isinstance(length_penalty, (int, float)) or not math.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+    if eos_id is not None:
+        _check_count(eos_id, "eos_id", 0)
+    _check_model_mode(model)
+
+    beams, beam_logp = idx, torch.zeros(1, device=idx.device)  # (n, T + t) live prefixes and their log-probs
+    finished: list[tuple[Tensor, float, int]] = []  # (sequence, log_prob, n_generated)
+    for step in range(1, max_new_tokens + 1):
+        logp = torch.log_softmax(_next_logits(model, beams, max_context).float(), dim=-1)  # (n, V)
+        V = logp.shape[1]
+        if eos_id is not None and eos_id >= V:
+            raise ValueError(f"eos_id={eos_id} is not a token id of this model (vocabulary size {V})")
+        candidates = (beam_logp[:, None] + logp).flatten()  # (n * V,), ordered by (beam, token)
+        best = torch.sort(candidates, descending=True, stable=True).indices[:num_beams]
+        best = best[torch.isfinite(candidates[best])]
+        if best.numel() == 0:
+            raise ValueError(f"at step {step} every continuation has probability 0 (all logits -inf)")
+        beams = torch.cat([beams[best // V], (best % V)[:, None]], dim=1)
+        beam_logp = candidates[best]
+        if eos_id is not None:
+            done = beams[:, -1] == eos_id
+            finished += [(seq, float(lp), step) for seq, lp in zip(beams[done], beam_logp[done])]
+            beams, beam_logp = beams[~done], beam_logp[~done]
+            if beams.shape[0] == 0:
+                break
+    finished += [(seq, float(lp), max_new_tokens) for seq, lp in zip(beams, beam_logp)]
+
+    def score(lp: float, n: int) -> float:
+        return lp / n**length_penalty if n > 0 else lp
+
+    ranked = sorted(finished, key=lambda h: -score(h[1], h[2]))[:num_beams]  # sorted() is stable
+    return BeamSearchResult(
+        sequences=[seq for seq, _, _ in ranked],
+        log_probs=torch.tensor([lp for _, lp, _ in ranked]),
+        scores=torch.tensor([score(lp, n) for _, lp, n in ranked]),
+    )
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def distinct_n(sequences: Sequence[Sequence[Any]] | Tensor, n: int) -> float:
+    """Distinct-n: the number of distinct n-grams divided by the number of n-grams (Li et al. 2016).
+
+    N-grams are counted inside each sequence (never across two) and pooled
+    over all sequences. 1.0 means no n-gram repeats; a value near 0 means the
+    samples keep saying the same thing.
+
+    Example: ``[[1, 2, 1, 2], [1, 2, 3]]`` has 7 unigrams, 3 distinct
+    (distinct-1 = 3/7), and 5 bigrams, 3 distinct ((1,2), (2,1), (2,3)):
+    distinct-2 = 3/5.
+
+    Args:
+        sequences: a list of sequences of hashable tokens (ids, strings), or a ``(B, T)`` tensor.
+        n: the n-gram order, ``>= 1``.
+
+    Returns:
+        a float in ``(0, 1]``.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_count(n, "n", 1)
+    if isinstance(sequences, str):
+        raise TypeError("sequences must be a list of sequences; for one text, pass [text] (or its tokens)")
+    if isinstance(sequences, Tensor):
+        if sequences.dim() != 2:
+            raise ValueError(f"a tensor of sequences must have shape (B, T), got {tuple(sequences.shape)}")
+        sequences = sequences.tolist()
+    total, seen = 0, set()
+    for seq in sequences:
+        seq = seq.tolist() if isinstance(seq, Tensor) else list(seq)
+        grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+        total += len(grams)
+        seen.update(grams)
+    if total == 0:
+        raise ValueError(f"no {n}-grams: every sequence is shorter than n={n} (or there are no sequences)")
+    return len(seen) / total
+
+
+@torch.no_grad()
+def sequence_log_likelihood(
+    model: Model,
+    sequences: Tensor,
+    prompt_len: int,
+    max_context: int | None = None,
+) -> Tensor:
+    """Mean log-probability per generated token of each sequence, under ``model``.
+
+    For ``sequences[b] = prompt + generated`` it returns
+    ``mean_{t >= prompt_len} log p(x_t | x_<t)`` (natural log), the quality
+    axis of the diversity/quality trade-off (its negation is the per-token
+    cross-entropy; ``exp(-value)`` the perplexity). One forward pass when the
+    whole sequence fits in ``max_context`` and the model returns logits for every
+    position; otherwise one pass per generated token, each context cropped
+    to its last ``max_context`` tokens, exactly as the decoding loops see it.
+
+    Args:
+        model: ids ``(B, T)`` long -> logits ``(B, T, V)`` or ``(B, V)``.
+        sequences: ``(B, T)`` long ids, prompts followed by generated tokens.
+        prompt_len: length of the prompt, ``1 <= prompt_len < T``.
+        max_context: crop contexts to their last ``max_context`` tokens.
+
+    Returns:
+        ``(B,)`` float tensor (values ``<= 0``).
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
+    """
+    _check_ids(sequences, "sequences")
+    _check_count(prompt_len, "prompt_len", 1)
+    T = sequences.shape[1]
+    if prompt_len >= T:
+        raise ValueError(f"prompt_len must be < the sequence length T={T} (at least one generated token), "
+                         f"got {prompt_len}")
+    if max_context is not None:
+        _check_count(max_context, "max_context", 1)
+    _check_model_mode(model)
+    targets = sequences[:, prompt_len:]  # (B, L) the generated tokens
+    logits = None
+    if max_context is None or T - 1 <= max_context:
+        out = _model_logits(model, sequences[:, :-1])
+        if out.dim() == 3 and out.shape[1] == T - 1:
+            logits = out[:, prompt_len - 1:, :]  # (B, L, V): position t predicts token t + 1
+    if logits is None:  # a next-token function, or contexts longer than max_context: one step at a time
+        logits = torch.stack([_next_logits(model, sequences[:, :t], max_context) for t in range(prompt_len, T)], dim=1)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)  # (B, L)
+    return logp.mean(dim=1)
