@@ -160,7 +160,9 @@ def compare_values(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e
             return f"wrong shape: got {got.shape}, expected {expected.shape}"
         if expected.dtype.kind in "fc":
             if not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
-                idx = np.unravel_index(np.argmax(np.abs(got.astype(float) - expected.astype(float))), expected.shape)
+                # The first element that disagrees (equal infinities and NaNs agree; no inf - inf = nan).
+                close = np.isclose(got, expected, rtol=rtol, atol=atol, equal_nan=True)
+                idx = tuple(np.argwhere(~close)[0])
                 return f"wrong values: at index {tuple(int(i) for i in idx)} got {_short(got[idx])}, expected {_short(expected[idx])}"
             return None
         if not np.array_equal(got, expected):
