@@ -75,6 +75,10 @@ class CheckResult:
     def score(self) -> float:
         return self.passed / self.total if self.total else 0.0
 
+    def _ipython_display_(self) -> None:
+        # check() already printed its one-line verdict; show nothing more in a notebook.
+        pass
+
 
 _REGISTRY: dict[str, Exercise] = {}
 
