@@ -77,7 +77,8 @@ def test_swapping_left_and_right_is_consistent(a, b, eps, mu):
     loss, _ = P.preference_loss(ta, tb, torch.tensor([mu]), eps)
     swapped, _ = P.preference_loss(tb, ta, torch.tensor([1 - mu]), eps)
     assert loss.item() == pytest.approx(swapped.item(), rel=1e-9, abs=1e-12)
-    expected = -(mu * math.log(p) + (1 - mu) * math.log(1 - p)) if 1e-300 < p < 1 - 1e-16 else None
+    # Only where the naive formula is itself accurate: log(1 - p) loses digits as p -> 1.
+    expected = -(mu * math.log(p) + (1 - mu) * math.log(1 - p)) if 1e-6 < p < 1 - 1e-6 else None
     if expected is not None:
         assert loss.item() == pytest.approx(expected, rel=1e-7, abs=1e-9)
 
