@@ -1,0 +1,400 @@
+"""A GPT: the decoder-only Transformer of GPT-2, small enough to train on a laptop.
+
+The architecture (Radford et al. 2019; nanoGPT's layout and parameter names)::
+
+    x = wte[idx] (+ wpe[pos])                   # (B, T, C) the residual stream
+                                                # ("sinusoidal": wte[idx] * sqrt(C) + PE[pos], as in Vaswani et al.)
+    for each of n_layer blocks:                 # pre-LayerNorm blocks
+        x = x + attn(ln_1(x))                   # tokens look at earlier tokens
+        x = x + mlp(ln_2(x))                    # each token thinks on its own (C -> 4C -> C, GELU)
+    logits = lm_head(ln_f(x))                   # (B, T, V); lm_head shares wte's weights (tying)
+
+Initialisation follows GPT-2/nanoGPT: weights ~ N(0, 0.02), biases 0, and the two
+projections that write into the residual stream (``attn.c_proj``, ``mlp.c_proj``)
+~ N(0, 0.02 / sqrt(2 * n_layer)) so that the stream's variance does not grow with depth.
+
+Usage::
+
+    cfg = GPTConfig(vocab_size=64, block_size=64, n_layer=4, n_head=4, n_embd=128)
+    model = GPT(cfg)
+    logits, loss = model(x, y)                  # x, y: (B, T) token ids
+    out = model.generate(x[:1, :5], 100, generator=torch.Generator().manual_seed(0))
+    model.save("gpt.safetensors");  GPT.from_checkpoint("gpt.safetensors")
+
+To train with :func:`lmlib.train.train` (which wants ``model(x) -> logits``), wrap it:
+``train(LogitsOnly(model), data, cfg)``.
+
+Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import CausalSelfAttention
+from .checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from .positional import (
+    POS_ENCODINGS,
+    ContextTooLongError,
+    LearnedPositionalEmbedding,
+    PosEncoding,
+    SinusoidalPositionalEncoding,
+)
+
+__all__ = ["GPTConfig", "MLP", "Block", "GPT", "LogitsOnly", "ContextTooLongError"]
+
+
+@dataclass
+class GPTConfig:
+    """The hyperparameters of a :class:`GPT` (defaults: the book's small character-level model).
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+
+    vocab_size: int = 64
+    """V: number of distinct tokens (64 characters for tiny Shakespeare; 50257 for GPT-2's BPE)."""
+    block_size: int = 64
+    """T_max: the context length the model is trained on (and the size of the learned position table)."""
+    n_layer: int = 4
+    """Number of Transformer blocks."""
+    n_head: int = 4
+    """nh: attention heads per block; the head size is n_embd / n_head."""
+    n_embd: int = 128
+    """C: width of the residual stream (embedding size)."""
+    dropout: float = 0.0
+    """Dropout probability on embeddings, attention weights and residual branches (0 = none)."""
+    bias: bool = True
+    """Biases in the Linear layers and LayerNorms (GPT-2: True; nanoGPT's small models often use False)."""
+    pos_encoding: PosEncoding = "learned"
+    """How position enters: "none", "learned" (GPT-2), "sinusoidal", "alibi" or "rope" (see lmlib.positional)."""
+    tie_weights: bool = True
+    """Share one (V, C) matrix between the token embedding wte and the output layer lm_head."""
+    attn_impl: Literal["fused", "manual"] = "fused"
+    """"fused": PyTorch's F.scaled_dot_product_attention (fast); "manual": lmlib's from-scratch attention."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                f"(each head gets n_embd / n_head features)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"GPTConfig.pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"RoPE rotates pairs of features: the head size n_embd / n_head = "
+                             f"{self.n_embd // self.n_head} must be even")
+        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
+            raise ValueError(f"sinusoidal encodings need an even n_embd, got {self.n_embd}")
+        if self.attn_impl not in ("fused", "manual"):
+            raise ValueError(f"GPTConfig.attn_impl must be 'fused' or 'manual', got {self.attn_impl!r}")
+
+    @property
+    def can_extrapolate(self) -> bool:
+        """True if sequences longer than block_size can be fed (every encoding but "learned")."""
+        return self.pos_encoding != "learned"
+
+
+class MLP(nn.Module):
+    """The feed-forward sublayer: ``C -> 4C -> GELU -> C`` applied to each position on its own.
+
+    ``forward(x)``: (B, T, C) -> (B, T, C).
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One pre-LN Transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
+
+    ``forward(x, need_weights=False) -> (x, weights)``: x (B, T, C); weights (B, nh, T, T) or None.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout, config.bias,
+                                        config.pos_encoding, config.attn_impl)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> ``(x (B, T, C), attention weights (B, nh, T, T) or None)``."""
+        a, weights = self.attn(self.ln_1(x), need_weights)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model (see the module docstring for the architecture).
+
+    ``forward(idx, targets=None) -> (logits, loss)``: idx (B, T) int64 token ids;
+    logits (B, T, V); loss = mean cross-entropy against targets (B, T) (entries -1 are
+    ignored), or ``None`` without targets.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        C = config.n_embd
+        modules: dict[str, nn.Module] = {"wte": nn.Embedding(config.vocab_size, C)}
+        if config.pos_encoding == "learned":
+            modules["wpe"] = LearnedPositionalEmbedding(config.block_size, C)
+        elif config.pos_encoding == "sinusoidal":
+            modules["wpe"] = SinusoidalPositionalEncoding(C)
+        modules["drop"] = nn.Dropout(config.dropout)
+        modules["h"] = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        modules["ln_f"] = nn.LayerNorm(C, bias=config.bias)
+        self.transformer = nn.ModuleDict(modules)
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # one matrix, two uses
+
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled init of the projections into the residual stream
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ sizes
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (a tied matrix counts once).
+
+        ``non_embedding=True`` leaves out the position table ``wpe`` (nanoGPT's convention;
+        the token table stays in because, tied, it is also the output layer).
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        if non_embedding and self.config.pos_encoding == "learned":
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_idx(self, idx: Tensor, name: str = "idx", check_length: bool = True) -> None:
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids (B, T), got {type(idx).__name__}")
+        if idx.ndim != 2:
+            hint = " (add a batch dim: idx[None])" if idx.ndim == 1 else ""
+            raise ValueError(f"{name} must have shape (B, T), got {tuple(idx.shape)}{hint}")
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
+        if idx.shape[1] == 0:
+            raise ValueError(f"{name} is empty (T = 0): the model needs at least one token")
+        T, cfg = idx.shape[1], self.config
+        if check_length and T > cfg.block_size and not cfg.can_extrapolate:
+            raise ContextTooLongError(
+                f"{name} has T={T} tokens but this model (pos_encoding='learned') has only "
+                f"block_size={cfg.block_size} position embeddings; crop it to the last block_size tokens "
+                f"(idx[:, -{cfg.block_size}:]) or use pos_encoding 'rope', 'alibi' or 'sinusoidal', which extrapolate"
+            )
+        if torch.compiler.is_compiling():
+            return  # reading values would break the compiled graph; the embedding still fails on a bad id
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"{name} holds token ids in [{lo}, {hi}], outside [0, vocab_size={cfg.vocab_size})")
+
+    def _hidden(self, idx: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """idx (B, T) -> final hidden states ln_f(x) (B, T, C) and the per-layer attention weights."""
+        B, T = idx.shape
+        x = self.transformer.wte(idx)  # (B, T, C) token embeddings
+        if self.config.pos_encoding == "sinusoidal":
+            # Vaswani et al. (section 3.4) scale the embeddings by sqrt(C); otherwise the fixed encodings
+            # (entries of size ~1) drown the token embeddings (std 0.02) and training is much slower
+            x = x * math.sqrt(self.config.n_embd)
+        if "wpe" in self.transformer:  # additive position encodings ("learned", "sinusoidal")
+            x = x + self.transformer.wpe(T, device=idx.device).to(x.dtype)  # (T, C) broadcast over B
+        x = self.transformer.drop(x)
+        maps = []
+        for block in self.transformer.h:
+            x, w = block(x, need_weights)
+            if need_weights:
+                maps.append(w)
+        return self.transformer.ln_f(x), maps
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """idx (B, T) -> ``(logits (B, T, V), loss or None)``; targets (B, T) with -1 = ignore."""
+        self._check_idx(idx)
+        if targets is not None:
+            if not isinstance(targets, Tensor) or targets.shape != idx.shape:
+                got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {got}")
+            if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+                raise TypeError(f"targets must be integer token ids, got dtype {targets.dtype}")
+        x, _ = self._hidden(idx)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:  # the loss in float32 even when the logits are bf16 (autocast)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx: Tensor) -> list[Tensor]:
+        """The attention weights of every layer for ``idx`` (B, T), in eval mode (no dropout).
+
+        Returns:
+            A list of n_layer tensors (B, nh, T, T); row i of head h says how much token i
+            attends to each earlier token (rows sum to 1, the upper triangle is 0).
+        """
+        self._check_idx(idx)
+        was_training = self.training
+        self.eval()
+        try:
+            return self._hidden(idx, need_weights=True)[1]
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx``, one at a time (autoregressive decoding).
+
+        Each step feeds the last ``block_size`` tokens, divides the last position's logits
+        by ``temperature``, keeps the ``top_k`` largest (if given) and samples from the
+        softmax. ``temperature=0`` picks the most likely token (greedy). Runs in eval mode
+        (no dropout) and restores the previous mode.
+
+        Args:
+            idx: (B, T) int64 prompt token ids.
+            max_new_tokens: number of tokens to append (>= 0).
+            temperature: > 0 flattens (> 1) or sharpens (< 1) the distribution; 0 = greedy.
+            top_k: sample only among the k most likely tokens.
+            generator: a ``torch.Generator`` on the model's device, for reproducible samples.
+
+        Returns:
+            (B, T + max_new_tokens) int64: the prompt followed by the sampled tokens.
+        """
+        self._check_idx(idx, check_length=False)  # a long prompt is fine: each step sees its last block_size tokens
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            idx = idx.long()
+            for _ in range(max_new_tokens):
+                idx_cond = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
+                x, _ = self._hidden(idx_cond)
+                logits = self.lm_head(x[:, -1, :]).float()  # (B, V): only the last position matters
+                if temperature == 0:
+                    idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.size(-1):
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1) k-th largest
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = F.softmax(logits, dim=-1)
+                    idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+                idx = torch.cat([idx, idx_next], dim=1)
+            return idx
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, path: str | os.PathLike, meta: dict | None = None) -> str:
+        """Save weights and config atomically (safetensors + .sha256 sidecar); return the SHA-256.
+
+        ``meta`` (JSON-like: dict, list, str, numbers) is stored alongside, e.g. the tokenizer's
+        characters or the training step. The tied wte/lm_head matrix is stored once.
+        """
+        return save_checkpoint(path, self.state_dict(), meta={**(meta or {}), "kind": "lmlib.gpt",
+                                                              "config": asdict(self.config)})
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        *,
+        config: GPTConfig | None = None,
+        map_location: str | torch.device = "cpu",
+        expected_sha256: str | None = None,
+    ) -> "GPT":
+        """Rebuild a GPT from a file written by :meth:`save` (one line: ``GPT.from_checkpoint(path)``).
+
+        The checksum is verified. ``config`` is needed only for checkpoints that do not store one
+        (e.g. one written by :func:`lmlib.train.train` around :class:`LogitsOnly`, whose keys
+        start with ``gpt.``). The model is returned in eval mode.
+        """
+        ckpt = load_checkpoint(path, map_location=map_location, expected_sha256=expected_sha256)
+        if config is None:
+            saved = ckpt.meta.get("config")
+            if ckpt.meta.get("kind") != "lmlib.gpt" or not isinstance(saved, dict):
+                raise CheckpointError(f"{path} does not store a GPTConfig (not written by GPT.save); "
+                                      "pass config=GPTConfig(...) with the model's hyperparameters")
+            known = {f.name for f in fields(GPTConfig)}
+            config = GPTConfig(**{k: v for k, v in saved.items() if k in known})
+        state = ckpt.model
+        if state and all(k.startswith("gpt.") for k in state):  # saved through LogitsOnly
+            state = {k[len("gpt.") :]: v for k, v in state.items()}
+        model = cls(config)
+        load_into(model, state)
+        return model.to(map_location).eval()
+
+    def extra_repr(self) -> str:
+        return f"params={self.num_params():,}"
+
+
+class LogitsOnly(nn.Module):
+    """Adapter for :func:`lmlib.train.train`, which wants ``model(x) -> logits``.
+
+    ``LogitsOnly(gpt)(idx)`` returns ``gpt(idx)[0]``: (B, T, V). Parameters are the GPT's
+    (their names start with ``gpt.``; :meth:`GPT.from_checkpoint` strips that).
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """idx (B, T) -> logits (B, T, V)."""
+        return self.gpt(idx)[0]
