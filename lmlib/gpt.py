@@ -21,8 +21,8 @@ Usage::
     out = model.generate(x[:1, :5], 100, generator=torch.Generator().manual_seed(0))
     model.save("gpt.safetensors");  GPT.from_checkpoint("gpt.safetensors")
 
-To train with :func:`lmlib.train.train` (which wants ``model(x) -> logits``), wrap it:
-``train(LogitsOnly(model), data, cfg)``.
+It trains with :func:`lmlib.train.train` as it is (``train(model, data, cfg)``): the loop takes
+the logits from the ``(logits, loss)`` pair.
 
 Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
 """
@@ -46,7 +46,7 @@ from .positional import (
     SinusoidalPositionalEncoding,
 )
 
-__all__ = ["GPTConfig", "MLP", "Block", "GPT", "LogitsOnly", "ContextTooLongError"]
+__all__ = ["GPTConfig", "MLP", "Block", "GPT", "ContextTooLongError"]
 
 
 @dataclass
@@ -360,8 +360,7 @@ class GPT(nn.Module):
         """Rebuild a GPT from a file written by :meth:`save` (one line: ``GPT.from_checkpoint(path)``).
 
         The checksum is verified. ``config`` is needed only for checkpoints that do not store one
-        (e.g. one written by :func:`lmlib.train.train` around :class:`LogitsOnly`, whose keys
-        start with ``gpt.``). The model is returned in eval mode.
+        (e.g. one written by :func:`lmlib.train.train`). The model is returned in eval mode.
         """
         ckpt = load_checkpoint(path, map_location=map_location, expected_sha256=expected_sha256)
         if config is None:
@@ -371,30 +370,10 @@ class GPT(nn.Module):
                                       "pass config=GPTConfig(...) with the model's hyperparameters")
             known = {f.name for f in fields(GPTConfig)}
             config = GPTConfig(**{k: v for k, v in saved.items() if k in known})
-        state = ckpt.model
-        if state and all(k.startswith("gpt.") for k in state):  # saved through LogitsOnly
-            state = {k[len("gpt.") :]: v for k, v in state.items()}
         model = cls(config)
-        load_into(model, state)
+        load_into(model, ckpt.model)
         return model.to(map_location).eval()
 
     def extra_repr(self) -> str:
         return f"params={self.num_params():,}"
 
-
-class LogitsOnly(nn.Module):
-    """Adapter for :func:`lmlib.train.train`, which wants ``model(x) -> logits``.
-
-    ``LogitsOnly(gpt)(idx)`` returns ``gpt(idx)[0]``: (B, T, V). Parameters are the GPT's
-    (their names start with ``gpt.``; :meth:`GPT.from_checkpoint` strips that).
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-
-    def __init__(self, gpt: GPT) -> None:
-        super().__init__()
-        self.gpt = gpt
-
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx (B, T) -> logits (B, T, V)."""
-        return self.gpt(idx)[0]

@@ -10,7 +10,8 @@ One flat loop in the nanoGPT/CleanRL spirit, no trainer hierarchy::
         loss.backward(); clip_grad_norm_; AdamW step
         log / callback / checkpoint every few steps
 
-The model interface is ``model(x) -> logits`` with ``x: (B, T)`` integer token
+The model interface is ``model(x) -> logits`` (or a tuple ``(logits, ...)``, as nanoGPT-style
+models return) with ``x: (B, T)`` integer token
 ids and ``logits: (B, T, V)``. The loss is pluggable (``loss_fn(logits, y)``).
 
 Checkpoints and resume: with ``cfg.ckpt_path`` set, the model, optimizer, step,
@@ -271,11 +272,13 @@ def cross_entropy_loss(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def _forward_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    logits = model(x)
+    out = model(x)
+    # nanoGPT-style models (lmlib.gpt.GPT among them) return (logits, loss): the logits come first.
+    logits = out[0] if isinstance(out, tuple) and out else out
     if not isinstance(logits, Tensor):
         raise TypeError(
-            f"model(x) must return a logits tensor (B, T, V), got {type(logits).__name__}; "
-            "if your model returns (logits, loss), wrap it: lambda x: model(x)[0]"
+            f"model(x) must return a logits tensor (B, T, V) or a tuple that starts with one, "
+            f"got {type(out).__name__}"
         )
     loss = loss_fn(logits, y)
     if not isinstance(loss, Tensor) or loss.ndim != 0:
@@ -456,7 +459,7 @@ def train(
     """Train ``model`` to predict the next token; resume from ``cfg.ckpt_path`` if it exists.
 
     Args:
-        model: ``model(x) -> logits``, x: (B, T) int64, logits: (B, T, V). Moved to ``cfg.device``
+        model: ``model(x) -> logits`` or ``(logits, ...)``, x: (B, T) int64, logits: (B, T, V). Moved to ``cfg.device``
             and left in train mode.
         data: (N,) token ids (train only), ``{"train": ids, "val": ids}``, or a
             :data:`BatchFn` ``(split, generator) -> (x, y)``.

@@ -147,13 +147,30 @@ def test_cross_entropy_worked_value_and_errors():
         cross_entropy_loss(logits, y.float())
 
 
-def test_train_clear_errors(tmp_path):
+def test_a_model_returning_logits_and_loss_trains_like_one_returning_logits():
+    """nanoGPT-style models return (logits, loss); the loop must use the logits and nothing else."""
+
     class ReturnsTuple(Bigram):
         def forward(self, idx):
-            return super().forward(idx), None
+            return super().forward(idx), torch.tensor(123.0)
 
-    with pytest.raises(TypeError, match=r"must return a logits tensor \(B, T, V\), got tuple"):
-        train(ReturnsTuple(), DATA, small_cfg(max_steps=2))
+    torch.manual_seed(0)
+    plain = Bigram()
+    pair = ReturnsTuple()
+    pair.load_state_dict(plain.state_dict())
+    h1 = train(plain, DATA, small_cfg(max_steps=5, eval_interval=0))
+    h2 = train(pair, DATA, small_cfg(max_steps=5, eval_interval=0))
+    assert h1["loss"] == h2["loss"]
+    torch.testing.assert_close(plain.table.weight, pair.table.weight, rtol=0, atol=0)
+
+
+def test_train_clear_errors(tmp_path):
+    class ReturnsDict(Bigram):
+        def forward(self, idx):
+            return {"logits": super().forward(idx)}
+
+    with pytest.raises(TypeError, match=r"must return a logits tensor \(B, T, V\) or a tuple that starts with one, got dict"):
+        train(ReturnsDict(), DATA, small_cfg(max_steps=2))
 
     class Flat(Bigram):
         def forward(self, idx):
