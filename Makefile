@@ -4,7 +4,7 @@ BIN := .venv/bin
 export LMBOOK_MODE ?= quick
 export PYTHON
 
-.PHONY: book test setup sync student grade clean
+.PHONY: book test setup sync student grade clean book-gpt
 
 book:            ## build the whole book (every chapter executed in quick mode) into _build/html
 	tools/setup.sh
@@ -28,6 +28,10 @@ student:         ## student notebooks (solutions replaced by stubs) into student
 grade:           ## grade a folder of completed student notebooks: make grade SUBMISSIONS=dir
 	tools/setup.sh
 	$(BIN)/python -m lmlib.exercises grade $(SUBMISSIONS) --out grades.csv
+
+book-gpt:        ## retrain the book's GPT (about 25 min on 2 cores) into lmlib/assets/book_gpt.safetensors
+	tools/setup.sh
+	$(BIN)/python recipes/book_gpt.py
 
 clean:
 	rm -rf _build student grades.csv

@@ -1,0 +1,110 @@
+"""The book's own pretrained GPT: a character-level model of Shakespeare that ships with lmlib.
+
+Every chapter from "Attention" on, and later the fine-tuning and RLHF chapters, start from
+the same small GPT, pretrained by the project's recipe (``recipes/book_gpt.py``, about 25 min
+on a 2-core laptop CPU) on all 38 plays of :func:`lmlib.data.shakespeare`. It loads in one
+line, offline and in Colab (the checkpoint is package data of lmlib)::
+
+    from lmlib.pretrained import load_book_gpt
+    model, tok = load_book_gpt()          # GPT in eval mode, CharTokenizer
+    ids = torch.tensor([tok.encode("ROMEO:\\n")])
+    print(tok.decode(model.generate(ids, 200, generator=torch.Generator().manual_seed(0))[0].tolist()))
+
+The file is ``lmlib/assets/book_gpt.safetensors``. Its SHA-256 is recorded twice: in the
+sidecar next to it (checked by :func:`lmlib.checkpoint.load_checkpoint`) and in
+``lmlib/assets/MANIFEST.json`` written by the recipe, which :func:`load_book_gpt` checks as
+well, so a file swapped together with its sidecar is still caught. The tokenizer's characters,
+the training configuration, the validation loss and the pretraining time are stored in the
+checkpoint's metadata (:func:`book_gpt_info`).
+
+Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb); used from Chapter 4 on.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .gpt import GPT
+from .tokenizer import CharTokenizer
+
+__all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256"]
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+"""Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
+BOOK_GPT = ASSETS / "book_gpt.safetensors"
+"""Where the book GPT's checkpoint lives."""
+MANIFEST = ASSETS / "MANIFEST.json"
+
+
+def manifest_sha256(name: str) -> str:
+    """The SHA-256 that ``lmlib/assets/MANIFEST.json`` records for asset ``name``.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+    if not MANIFEST.exists():
+        raise FileNotFoundError(f"{MANIFEST} is missing: reinstall lmlib, or rebuild the assets with "
+                                f"`python recipes/book_gpt.py`")
+    entries = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    if name not in entries or "sha256" not in entries[name]:
+        raise KeyError(f"{MANIFEST} has no checksum for {name!r} (known: {sorted(entries)})")
+    return entries[name]["sha256"]
+
+
+def _resolve(path: str | os.PathLike | None) -> tuple[Path, str | None]:
+    if path is None:
+        if not BOOK_GPT.exists():
+            raise FileNotFoundError(
+                f"the book GPT checkpoint {BOOK_GPT} is missing. It ships with lmlib; reinstall it "
+                f"(pip install --force-reinstall lmlib) or rebuild it with `python recipes/book_gpt.py`.")
+        return BOOK_GPT, manifest_sha256(BOOK_GPT.name)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}")
+    return p, None
+
+
+def book_gpt_tokenizer(meta: dict[str, Any]) -> CharTokenizer:
+    """Rebuild the tokenizer stored in a book-GPT checkpoint's metadata.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+    tok_meta = meta.get("tokenizer")
+    if not isinstance(tok_meta, dict) or tok_meta.get("kind") != "char":
+        raise CheckpointError("this checkpoint does not store a character tokenizer (meta['tokenizer'])")
+    return CharTokenizer(tok_meta["chars"], unk_token=tok_meta.get("unk_token"),
+                         special_tokens=tok_meta.get("special_tokens", ()))
+
+
+def load_book_gpt(path: str | os.PathLike | None = None, *, map_location: str = "cpu") -> tuple[GPT, CharTokenizer]:
+    """Load the book's pretrained GPT and its tokenizer (checksums verified), model in eval mode.
+
+    Args:
+        path: another checkpoint written by ``recipes/book_gpt.py`` (e.g. your own retrained
+            one); default: the one shipped in ``lmlib/assets``.
+        map_location: device for the weights ("cpu", "cuda", ...).
+
+    Returns:
+        ``(model, tokenizer)``: a :class:`lmlib.gpt.GPT` and a :class:`lmlib.tokenizer.CharTokenizer`
+        with ``tokenizer.vocab_size == model.config.vocab_size``.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+    p, expected = _resolve(path)
+    model = GPT.from_checkpoint(p, map_location=map_location, expected_sha256=expected)
+    meta = load_checkpoint(p, expected_sha256=expected).meta
+    tok = book_gpt_tokenizer(meta)
+    if tok.vocab_size != model.config.vocab_size:
+        raise CheckpointError(f"{p}: tokenizer has {tok.vocab_size} tokens but the model {model.config.vocab_size}")
+    return model, tok
+
+
+def book_gpt_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The book GPT's metadata: config, training settings, validation loss, time, sample, history.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+    p, expected = _resolve(path)
+    return load_checkpoint(p, expected_sha256=expected).meta
