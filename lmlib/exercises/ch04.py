@@ -4,6 +4,8 @@
   q (..., T, hs), k (..., S, hs), v (..., S, hv); no mask. Returns (..., T, hv).
 * ``ch04.causal_mask``: ``causal_mask(T)``: a (T, T) **bool** tensor, True where query i
   may attend to key j, i.e. ``j <= i`` (lower triangle, diagonal included).
+* ``ch04.padding_mask``: ``padding_mask(lengths, S)``: a (B, S) **bool** tensor, True on the
+  first ``lengths[b]`` positions of row b (the real tokens), False on the padding.
 * ``ch04.causal_attention``: ``causal_attention(q, k, v)`` for q, k, v (B, nh, T, hs):
   attention in which position i only sees positions ``j <= i``.
 * ``ch04.split_heads``: ``split_heads(x, n_head)``: (B, T, C) -> (B, nh, T, hs), head h
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attention import causal_mask, scaled_dot_product_attention
+from ..attention import causal_mask, padding_mask, scaled_dot_product_attention
 from .core import Case, compare_values, register
 
 # float32 inputs: two correct answers may round differently in the last bits
@@ -58,7 +60,16 @@ def _attention_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-register("ch04.attention", ref_attention, _attention_cases, compare=_compare, title="Scaled dot-product attention")
+def _compare_attention(got: Any, expected: Tensor) -> str | None:
+    problem = _compare(got, expected)
+    if problem and problem.startswith("wrong values"):
+        problem += ("; check the 1/sqrt(d) scaling (d = q.shape[-1]) and that the softmax runs over the keys "
+                    "(dim=-1), so that each query's weights sum to 1")
+    return problem
+
+
+register("ch04.attention", ref_attention, _attention_cases, compare=_compare_attention,
+         title="Scaled dot-product attention")
 
 
 # ----------------------------------------------------------------------------- causal mask
@@ -72,11 +83,61 @@ def ref_causal_mask(T: int) -> Tensor:
 def _compare_mask(got: Any, expected: Tensor) -> str | None:
     if isinstance(got, Tensor) and got.dtype != torch.bool:
         return f"the mask must be a bool tensor (True = may attend), got dtype {got.dtype}; try `== 1` or `.bool()`"
-    return compare_values(got, expected)
+    problem = compare_values(got, expected)
+    if problem is None or not isinstance(got, Tensor) or got.shape != expected.shape:
+        return problem
+    T = expected.shape[-1]
+    if T > 1 and torch.equal(got, ~expected):
+        return (f"{problem}: you marked the positions to hide (True = masked, PyTorch's attn_mask convention "
+                "of nn.MultiheadAttention); here True means 'may attend'")
+    if bool((got & ~expected).any()):
+        return (f"{problem}: True above the diagonal lets query i see a later key j > i (the future); "
+                "the mask must be the lower triangle (torch.tril)")
+    if T > 0 and not bool(got.diagonal().all()):
+        return f"{problem}: the diagonal must be True, a token may attend to itself (query 0 sees only key 0)"
+    return problem
 
 
-register("ch04.causal_mask", ref_causal_mask, lambda rng: [Case((T,), label=f"T={T}") for T in (1, 2, 3, 5, 8)],
+register("ch04.causal_mask", ref_causal_mask, lambda rng: [Case((T,), label=f"T={T}") for T in (3, 1, 2, 5, 8, 16)],
          compare=_compare_mask, title="The causal mask")
+
+
+# ----------------------------------------------------------------------------- padding mask
+
+
+def ref_padding_mask(lengths: list[int], S: int) -> Tensor:
+    """(B, S) bool: True on the first lengths[b] positions of row b (real tokens), False on the padding."""
+    return padding_mask(lengths, S)[:, 0, 0, :]
+
+
+def _compare_padding(got: Any, expected: Tensor) -> str | None:
+    if isinstance(got, Tensor) and got.dtype != torch.bool:
+        return f"the mask must be a bool tensor (True = a real token), got dtype {got.dtype}; try `.bool()`"
+    problem = compare_values(got, expected)
+    if problem is None or not isinstance(got, Tensor) or got.shape != expected.shape:
+        return problem
+    if torch.equal(got, ~expected):
+        return (f"{problem}: you marked the padding (True = ignore, the convention of PyTorch's "
+                "key_padding_mask); here True means a real token that may be attended to")
+    for b, (g, e) in enumerate(zip(got.sum(-1).tolist(), expected.sum(-1).tolist())):
+        if g != e:
+            return f"{problem}: row {b} has {g} True entries, expected lengths[{b}] = {e} (is it < or <=?)"
+    return f"{problem}: the True entries must come first (padding is on the right)"
+
+
+def _padding_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [Case(([3, 1, 2], 4), label="lengths [3, 1, 2] padded to S=4"),
+             Case(([5], 5), label="one sequence without padding"),
+             Case(([0, 2], 3), label="an empty sequence (all padding)"),
+             Case(([2, 2], 6), label="equal lengths, lots of padding")]
+    for n in range(4):
+        B, S = int(rng.integers(1, 6)), int(rng.integers(1, 10))
+        lengths = [int(x) for x in rng.integers(0, S + 1, size=B)]
+        cases.append(Case((lengths, S), label=f"random lengths {lengths}, S={S}"))
+    return cases
+
+
+register("ch04.padding_mask", ref_padding_mask, _padding_cases, compare=_compare_padding, title="A padding mask")
 
 
 # ----------------------------------------------------------------------------- causal attention
@@ -102,7 +163,18 @@ def _causal_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-register("ch04.causal_attention", ref_causal_attention, _causal_cases, compare=_compare,
+def _compare_causal(got: Any, expected: Tensor) -> str | None:
+    problem = _compare(got, expected)
+    if not problem or not problem.startswith("wrong values") or not isinstance(got, Tensor):
+        return problem
+    if _compare(got[..., :1, :], expected[..., :1, :]) is not None:
+        return (f"{problem}; position 0 may see only itself, so its output must be exactly v[..., 0, :]: fill "
+                "the future scores (j > i) with -inf *before* the softmax (zeroing weights after it leaves "
+                "rows that do not sum to 1)")
+    return problem + "; the first position is right: check the 1/sqrt(hs) scaling and the softmax over dim=-1"
+
+
+register("ch04.causal_attention", ref_causal_attention, _causal_cases, compare=_compare_causal,
          title="Causal (masked) self-attention")
 
 
@@ -138,5 +210,33 @@ def _merge_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-register("ch04.split_heads", ref_split_heads, _split_cases, compare=compare_values, title="Split into heads")
-register("ch04.merge_heads", ref_merge_heads, _merge_cases, compare=compare_values, title="Merge the heads")
+def _compare_split(got: Any, expected: Tensor) -> str | None:
+    problem = compare_values(got, expected)
+    if problem is None or not isinstance(got, Tensor) or got.shape != expected.shape:
+        return problem
+    B, nh, T, hs = expected.shape
+    x = ref_merge_heads(expected)  # the input, rebuilt: (B, T, C)
+    if torch.equal(got, x.reshape(B, nh, T, hs)):
+        return (f"{problem}: reshaping (B, T, C) straight to (B, nh, T, hs) puts features of different tokens "
+                "into one row; view as (B, T, nh, hs) first, then .transpose(1, 2)")
+    if torch.equal(got, x.view(B, T, hs, nh).permute(0, 3, 1, 2)):
+        return f"{problem}: head h must hold the consecutive features h*hs .. (h+1)*hs - 1, not every nh-th one"
+    return problem
+
+
+def _compare_merge(got: Any, expected: Tensor) -> str | None:
+    problem = compare_values(got, expected)
+    if problem is None or not isinstance(got, Tensor) or got.shape != expected.shape:
+        return problem
+    B, T, C = expected.shape
+    for nh in range(2, C + 1):  # which head count was it? try each divisor of C
+        if C % nh == 0:
+            x = expected.view(B, T, nh, C // nh).transpose(1, 2)  # the input, rebuilt: (B, nh, T, hs)
+            if torch.equal(got, x.reshape(B, T, C)):
+                return (f"{problem}: reshaping (B, nh, T, hs) straight to (B, T, C) mixes tokens; "
+                        ".transpose(1, 2) to (B, T, nh, hs) first, then reshape")
+    return problem
+
+
+register("ch04.split_heads", ref_split_heads, _split_cases, compare=_compare_split, title="Split into heads")
+register("ch04.merge_heads", ref_merge_heads, _merge_cases, compare=_compare_merge, title="Merge the heads")
