@@ -59,8 +59,11 @@ def _compare_logits(got: Any, expected: Tensor) -> str | None:
     if torch.isnan(got).any():
         return "your logits contain NaN"
     both_removed = torch.isneginf(got) & torch.isneginf(expected)  # equal; and -inf - -inf would be NaN below
-    return compare_values(got.masked_fill(both_removed, 0.0), expected.masked_fill(both_removed, 0.0),
-                          rtol=1e-5, atol=1e-6)
+    problem = compare_values(got.masked_fill(both_removed, 0.0), expected.masked_fill(both_removed, 0.0),
+                             rtol=1e-5, atol=1e-6)
+    if problem and bool(((got >= 0) & (got <= 1)).all()) and bool(((got.sum(dim=-1) - 1).abs() < 1e-4).all()):
+        problem += " (each row of your result sums to 1: return logits, not probabilities; no softmax)"
+    return problem
 
 
 def _compare_filtered(got: Any, expected: Tensor) -> str | None:
