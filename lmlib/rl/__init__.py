@@ -1,8 +1,11 @@
 """The environment-free core of the book's reinforcement learning: returns, GAE, PPO losses, buffer, policies.
 
-Nothing in ``lmlib.rl`` imports gymnasium, widgets or any environment: the
-same functions train CartPole, MuJoCo and Atari agents in Chapters 9-10 and
-a language model in the RLHF chapters. Tensors follow CleanRL's names
+``import lmlib.rl`` loads only this core (buffer, gae, losses, policies), which imports no
+gymnasium, widgets or environment: the same functions train CartPole, MuJoCo and Atari agents
+in Chapters 9-10 and a language model in the RLHF chapters. The environment side lives in
+submodules imported explicitly: :mod:`lmlib.rl.envs` (probe environments, vector envs,
+evaluation), :mod:`lmlib.rl.reinforce`, :mod:`lmlib.rl.pong`, :mod:`lmlib.rl.ppo` and
+:mod:`lmlib.rl.wrappers` (normalisation, the pluggable reward source). Tensors follow CleanRL's names
 (``obs, actions, logprobs, rewards, dones, values, advantages, returns``) and
 its done convention, documented in :mod:`lmlib.rl.gae`.
 
