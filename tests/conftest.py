@@ -134,3 +134,17 @@ def built_book(book_build: BookBuild) -> Path:
     if not book_build.ok:
         pytest.fail(book_build.failure_message(), pytrace=False)
     return book_build.html
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread (use: ``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Their tensors are tiny: on a busy 2-core machine a second intra-op thread makes them up to ~10x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,12 +14,7 @@ NEG_INF = float("-inf")
 WORKED = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()  # tiny tensors: a second thread only costs time on a busy machine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 class Bigram:

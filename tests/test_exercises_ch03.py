@@ -10,20 +10,14 @@ import torch.nn.functional as F
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises.ch03 import ref_cross_entropy, ref_nearest_neighbours
 from lmlib.nlm import bits_per_char, mlp_forward
+from exercise_support import failure, run_solution_cells
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "03_neural_language_models.md"
 IDS = ["ch03.cross_entropy", "ch03.mlp_forward", "ch03.bits_per_char", "ch03.nearest_neighbours"]
 
 
 def chapter_solutions() -> dict:
-    """Run the chapter's solution cells (imports + the learner's functions) and return what they define."""
-    nb = jupytext.read(CHAPTER, fmt="md:myst")
-    namespace: dict = {}
-    cells = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
-    assert len(cells) == len(IDS), "one solution cell per exercise"
-    for cell in cells:
-        exec(compile(cell.source, str(CHAPTER), "exec"), namespace)
-    return namespace
+    return run_solution_cells(CHAPTER, len(IDS))
 
 
 def test_every_exercise_is_registered_and_has_a_check_cell():
@@ -46,12 +40,6 @@ def test_the_chapters_solution_passes(id, capsys):
                                      ("ch03.nearest_neighbours", ref_nearest_neighbours)])
 def test_the_reference_passes(id, ref):
     assert check(id, ref, quiet=True).ok
-
-
-def failure(id, fn) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        check(id, fn, quiet=True)
-    return str(err.value)
 
 
 # ---------------------------------------------------------------- cross_entropy

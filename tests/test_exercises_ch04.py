@@ -8,6 +8,7 @@ import torch
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises import ch04
+from exercise_support import failure, run_solution_cells
 
 torch.set_num_threads(1)
 
@@ -17,14 +18,7 @@ IDS = ["ch04.attention", "ch04.causal_mask", "ch04.padding_mask", "ch04.causal_a
 
 
 def chapter_solutions() -> dict:
-    """Run the chapter's solution cells (imports + the learner's functions) and return what they define."""
-    nb = jupytext.read(CHAPTER, fmt="md:myst")
-    namespace: dict = {}
-    cells = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
-    assert len(cells) == 5, "one solution cell per exercise (split and merge share one)"
-    for cell in cells:
-        exec(compile(cell.source, str(CHAPTER), "exec"), namespace)
-    return namespace
+    return run_solution_cells(CHAPTER, 5)
 
 
 def test_every_exercise_is_registered_and_has_a_check_cell():
@@ -45,12 +39,6 @@ def test_the_chapters_solution_passes(id, capsys):
 @pytest.mark.parametrize("id", IDS)
 def test_the_reference_passes(id):
     assert check(id, getattr(ch04, "ref_" + id.split(".")[1]), quiet=True).ok
-
-
-def failure(id, fn) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        check(id, fn, quiet=True)
-    return str(err.value)
 
 
 # ---------------------------------------------------------------- attention

@@ -10,20 +10,14 @@ from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises import ch05
 from lmlib.gpt import GPT, GPTConfig
 from lmlib.positional import rope_angles, sinusoidal_encoding
+from exercise_support import failure, run_solution_cells
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "05_transformers.md"
 IDS = ["ch05.layer_norm", "ch05.count_params", "ch05.sinusoidal", "ch05.alibi_slopes", "ch05.rope"]
 
 
 def chapter_solutions() -> dict:
-    """Run the chapter's solution cells (imports + the learner's functions) and return what they define."""
-    nb = jupytext.read(CHAPTER, fmt="md:myst")
-    namespace: dict = {}
-    cells = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
-    assert len(cells) == len(IDS), "one solution cell per exercise"
-    for cell in cells:
-        exec(compile(cell.source, str(CHAPTER), "exec"), namespace)
-    return namespace
+    return run_solution_cells(CHAPTER, len(IDS))
 
 
 def test_every_exercise_is_registered_and_has_a_check_cell():
@@ -45,12 +39,6 @@ def test_the_chapters_solution_passes(id, capsys):
 @pytest.mark.parametrize("id", IDS)
 def test_the_reference_passes(id):
     assert check(id, getattr(ch05, "ref_" + id.split(".")[1]), quiet=True).ok
-
-
-def failure(id, fn) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        check(id, fn, quiet=True)
-    return str(err.value)
 
 
 # ---------------------------------------------------------------- layer_norm

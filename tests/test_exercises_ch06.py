@@ -8,6 +8,7 @@ import torch
 
 from lmlib import decoding as dec
 from lmlib.exercises import ExerciseFailed, all_exercises, check
+from exercise_support import failure, run_solution_cells
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "06_decoding.md"
 IDS = ["ch06.apply_temperature", "ch06.top_k_filter", "ch06.top_p_filter", "ch06.repetition_penalty",
@@ -15,23 +16,11 @@ IDS = ["ch06.apply_temperature", "ch06.top_k_filter", "ch06.top_p_filter", "ch06
 NEG_INF = float("-inf")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def chapter_solutions() -> dict:
-    """Run the chapter's solution cells and return what they define."""
-    nb = jupytext.read(CHAPTER, fmt="md:myst")
-    namespace: dict = {}
-    cells = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
-    assert len(cells) == len(IDS), "one solution cell per exercise"
-    for cell in cells:
-        exec(compile(cell.source, str(CHAPTER), "exec"), namespace)
-    return namespace
+    return run_solution_cells(CHAPTER, len(IDS))
 
 
 def test_every_exercise_is_registered_and_has_a_check_cell():
@@ -54,12 +43,6 @@ def test_the_chapters_solution_passes(id, capsys):
 @pytest.mark.parametrize("id", IDS)
 def test_the_reference_passes(id):
     assert check(id, getattr(dec, id.split(".")[1]), quiet=True).ok
-
-
-def failure(id, fn) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        check(id, fn, quiet=True)
-    return str(err.value)
 
 
 # ----------------------------------------------------------------------------- wrong answers

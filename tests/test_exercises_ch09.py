@@ -8,20 +8,14 @@ import torch
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.rl import pong
+from exercise_support import failure, run_solution_cells
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "09_policy_gradients.md"
 IDS = ["ch09.reward_to_go", "ch09.policy_gradient_loss", "ch09.rally_returns", "ch09.prepro"]
 
 
 def chapter_solutions() -> dict:
-    """Run the chapter's solution cells and return what they define."""
-    nb = jupytext.read(CHAPTER, fmt="md:myst")
-    namespace: dict = {}
-    cells = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
-    assert len(cells) == len(IDS), "one solution cell per exercise"
-    for cell in cells:
-        exec(compile(cell.source, str(CHAPTER), "exec"), namespace)
-    return namespace
+    return run_solution_cells(CHAPTER, len(IDS))
 
 
 def test_every_exercise_is_registered_and_has_a_check_cell():

@@ -7,12 +7,7 @@ from lmlib.checkpoint import load_checkpoint
 from lmlib.rl import pong as P
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def synthetic_frame(background=144):

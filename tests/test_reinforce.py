@@ -9,12 +9,7 @@ from lmlib.rl.reinforce import (Batch, ReinforceConfig, advantages, gradient_var
                                 train_reinforce)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def probe(env_id, **kw):

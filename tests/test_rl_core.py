@@ -15,13 +15,7 @@ from lmlib.exercises import ExerciseFailed, check
 DOUBLE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These networks are tiny: on a busy 2-core machine a second intra-op thread makes them ~10x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def rollout(seed: int, T: int, N: int, p_done: float = 0.2, dtype=DOUBLE):

@@ -10,12 +10,7 @@ from lmlib.sampler_widget import METHODS, generate_text, sampler_widget
 from lmlib.tokenizer import CharTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
