@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from ._io import atomic_write_text
 from .attention import MultiHeadAttention
 from .data import CorpusSplit, shakespeare
-from .gpt import GPT, GPTConfig, MLP
+from .gpt import GPT, GPTConfig, MLP, check_token_ids
 from .positional import ContextTooLongError, LearnedPositionalEmbedding
 from .tokenizer import CharTokenizer
 from .train import BatchFn, TrainConfig, get_batch, train
@@ -209,15 +209,7 @@ def _init_like_gpt(model: nn.Module, n_layer: int) -> None:
 
 
 def _check_ids(idx: Any, config: GPTConfig, name: str) -> None:
-    if not isinstance(idx, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token ids (B, T), got {type(idx).__name__}")
-    if idx.ndim != 2:
-        hint = " (add a batch dim: ids[None])" if idx.ndim == 1 else ""
-        raise ValueError(f"{name} must have shape (B, T), got {tuple(idx.shape)}{hint}")
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
-    if idx.shape[1] == 0:
-        raise ValueError(f"{name} is empty (T = 0)")
+    check_token_ids(idx, name)
     if idx.shape[1] > config.block_size:
         raise ContextTooLongError(f"{name} has {idx.shape[1]} tokens but the model has block_size="
                                   f"{config.block_size} learned positions; use a shorter input")

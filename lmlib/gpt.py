@@ -46,7 +46,7 @@ from .positional import (
     SinusoidalPositionalEncoding,
 )
 
-__all__ = ["GPTConfig", "MLP", "Block", "GPT", "ContextTooLongError"]
+__all__ = ["GPTConfig", "MLP", "Block", "GPT", "ContextTooLongError", "check_token_ids"]
 
 
 @dataclass
@@ -103,6 +103,25 @@ class GPTConfig:
     def can_extrapolate(self) -> bool:
         """True if sequences longer than block_size can be fed (every encoding but "learned")."""
         return self.pos_encoding != "learned"
+
+
+def check_token_ids(idx: object, name: str = "idx") -> None:
+    """Raise a clear error unless ``idx`` is a non-empty (B, T) tensor of integer token ids.
+
+    Shared by :class:`GPT` and the other Transformers of Chapter 5 (:mod:`lmlib.families`), which
+    add their own checks of length and vocabulary on top.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+    if not isinstance(idx, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids (B, T), got {type(idx).__name__}")
+    if idx.ndim != 2:
+        hint = f" (add a batch dim: {name}[None])" if idx.ndim == 1 else ""
+        raise ValueError(f"{name} must have shape (B, T), got {tuple(idx.shape)}{hint}")
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
+    if idx.shape[1] == 0:
+        raise ValueError(f"{name} is empty (T = 0): the model needs at least one token")
 
 
 class MLP(nn.Module):
@@ -208,15 +227,7 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def _check_idx(self, idx: Tensor, name: str = "idx", check_length: bool = True) -> None:
-        if not isinstance(idx, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of token ids (B, T), got {type(idx).__name__}")
-        if idx.ndim != 2:
-            hint = " (add a batch dim: idx[None])" if idx.ndim == 1 else ""
-            raise ValueError(f"{name} must have shape (B, T), got {tuple(idx.shape)}{hint}")
-        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
-        if idx.shape[1] == 0:
-            raise ValueError(f"{name} is empty (T = 0): the model needs at least one token")
+        check_token_ids(idx, name)
         T, cfg = idx.shape[1], self.config
         if check_length and T > cfg.block_size and not cfg.can_extrapolate:
             raise ContextTooLongError(
