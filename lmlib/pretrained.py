@@ -30,7 +30,8 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .gpt import GPT
 from .tokenizer import CharTokenizer
 
-__all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256"]
+__all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
+           "AGENTS", "load_agent", "agent_results", "agent_video"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
@@ -108,3 +109,64 @@ def book_gpt_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """
     p, expected = _resolve(path)
     return load_checkpoint(p, expected_sha256=expected).meta
+
+
+# ----------------------------------------------------------------------------- the book's PPO agents
+
+AGENTS = ("hopper", "halfcheetah", "breakout")
+"""Agents that ``recipes/ppo_agents.py`` trains and that ship as ``lmlib/assets/ppo_<name>.safetensors``."""
+
+
+def load_agent(name: str):
+    """A PPO agent that ships with the book (``"hopper"``, ``"halfcheetah"``, ``"breakout"``), ready to act.
+
+    Returns the policy of :func:`lmlib.rl.ppo.load_ppo` (eval mode, ``.config`` and
+    ``.obs_normalizer`` attached). Its SHA-256 is checked against the sidecar and against
+    ``lmlib/assets/MANIFEST.json``. Rebuild it with ``python recipes/ppo_agents.py <name>``.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
+    from .rl.ppo import load_ppo  # noqa: PLC0415  (gymnasium only when an agent is wanted)
+
+    path = ASSETS / f"ppo_{name}.safetensors"
+    if not path.exists():
+        shipped = sorted(p.stem[4:] for p in ASSETS.glob("ppo_*.safetensors"))
+        raise FileNotFoundError(f"no shipped agent {name!r} ({path} is missing); shipped agents: {shipped}. "
+                                f"Train it with `python recipes/ppo_agents.py {name}`")
+    return load_ppo(path, expected_sha256=manifest_sha256(path.name))
+
+
+def agent_results(name: str) -> list[dict[str, Any]]:
+    """The results that ``recipes/ppo_agents.py`` wrote for agent ``name``, one dict per seed (sorted by seed):
+    ``curve`` (every finished episode's return and the step it ended at), ``iterations`` (per-update
+    diagnostics), ``eval``, ``train_seconds``, ``mean_sps``, ``machine``, ``command``...
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
+    files = sorted(ASSETS.glob(f"ppo_{name}_s*.json"), key=lambda p: int(p.stem.rsplit("_s", 1)[1]))
+    if not files:
+        raise FileNotFoundError(f"no results for agent {name!r} in {ASSETS} (files ppo_{name}_s<seed>.json); "
+                                f"make them with `python recipes/ppo_agents.py {name} --seed 1`")
+    out = []
+    for f in files:
+        try:
+            out.append(json.loads(f.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f} is not valid JSON ({e}); rerun its recipe") from None
+    return out
+
+
+def agent_video(name: str) -> Path:
+    """The path of the shipped video of agent ``name`` (``lmlib/assets/ppo_<name>.mp4``), after checking its
+    SHA-256 against ``lmlib/assets/MANIFEST.json``. Re-record it with
+    ``python recipes/ppo_agents.py <name> --video-only``.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
+    from ._io import verify_sha256  # noqa: PLC0415
+
+    path = ASSETS / f"ppo_{name}.mp4"
+    if not path.exists():
+        raise FileNotFoundError(f"no shipped video {path}; record it with "
+                                f"`python recipes/ppo_agents.py {name} --video-only`")
+    return verify_sha256(path, manifest_sha256(path.name))

@@ -1,4 +1,4 @@
-"""Exercises of Chapter 10, "Proximal Policy Optimization": GAE and the clipped surrogate loss.
+"""Exercises of Chapter 10, "Proximal Policy Optimization": GAE, the clipped loss, the KL estimate, the Gaussian policy.
 
 * ``ch10.gae``: ``gae(rewards, values, dones, next_value, next_done, gamma, lam)``
   on a ``(T, N)`` rollout (``next_value``, ``next_done``: ``(N,)``), returning
@@ -11,6 +11,15 @@
   ``min(ratio * A, clip(ratio, 1 - clip_coef, 1 + clip_coef) * A)`` (Schulman et
   al. 2017, eq. 7). It must stay differentiable in ``new_logprobs``. Checked
   against :func:`lmlib.rl.clipped_surrogate_loss`.
+* ``ch10.approx_kl``: ``approx_kl(new_logprobs, old_logprobs)`` returning the pair
+  ``(old_approx_kl, approx_kl)``: the mean of ``-log r`` and the mean of
+  ``(r - 1) - log r`` with ``r = exp(new - old)`` (the two estimators of
+  KL(old || new) that CleanRL logs). Checked against the diagnostics of
+  :func:`lmlib.rl.clipped_surrogate_loss`.
+* ``ch10.gaussian_logprob``: ``gaussian_logprob(mean, log_std, actions)`` for
+  ``(B, D)`` means and actions and a ``(D,)`` log standard deviation, returning the
+  ``(B,)`` log-density of each action under the diagonal Gaussian (the sum over the
+  ``D`` dimensions). Checked against ``torch.distributions.Normal``.
 
 Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
 """
@@ -114,3 +123,83 @@ def _surrogate_cases(rng: np.random.Generator) -> list[Case]:
 
 register("ch10.clipped_surrogate", ref_clipped_surrogate, _surrogate_cases, compare=_compare_loss,
          title="PPO's clipped surrogate loss")
+
+
+# ----------------------------------------------------------------------------- approximate KL
+
+
+def ref_approx_kl(new_logprobs: Tensor, old_logprobs: Tensor) -> tuple[Tensor, Tensor]:
+    """``(old_approx_kl, approx_kl)``: the means of ``-log r`` and ``(r - 1) - log r``."""
+    info = clipped_surrogate_loss(new_logprobs.detach(), old_logprobs, torch.zeros_like(old_logprobs), 0.2)[1]
+    return info["old_approx_kl"], info["approx_kl"]
+
+
+def _compare_kl(got: Any, expected: tuple[Tensor, Tensor]) -> str | None:
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return "return a pair (old_approx_kl, approx_kl)"
+    for name, g, e in zip(("old_approx_kl", "approx_kl"), got, expected):
+        g = torch.as_tensor(g, dtype=torch.float32).reshape(-1)
+        if g.numel() != 1:
+            return f"{name} must be one number (the mean over the batch), got {g.numel()} values"
+        problem = _compare_rl(g.reshape(()), e.reshape(()))
+        if problem:
+            return f"{name}: {problem}"
+    return None
+
+
+def _kl_cases(rng: np.random.Generator) -> list[Case]:
+    def case(ratios: list[float], label: str) -> Case:
+        old = torch.tensor(rng.normal(-1.0, 0.3, len(ratios)), dtype=torch.float32)
+        return Case((old + torch.log(torch.tensor(ratios, dtype=torch.float32)), old), label=label)
+
+    cases = [
+        case([1.0, 1.0, 1.0], "ratio 1 everywhere: both estimates are 0"),
+        case([2.0], "one ratio of 2: -log 2 = -0.693 and 1 - log 2 = 0.307"),
+        case([0.5, 2.0], "ratios 0.5 and 2: the naive estimate cancels to 0, the k3 one does not"),
+    ]
+    for k in range(5):
+        n = int(rng.integers(2, 50))
+        cases.append(case(np.exp(rng.normal(0.0, 0.2 * (k + 1), n)).tolist(), f"random ratios {k + 1} (n={n})"))
+    return cases
+
+
+register("ch10.approx_kl", ref_approx_kl, _kl_cases, compare=_compare_kl, title="Two estimates of the KL divergence")
+
+
+# ----------------------------------------------------------------------------- Gaussian log-density
+
+
+def ref_gaussian_logprob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+    """``(B,)`` log-density of ``actions`` ``(B, D)`` under N(mean, diag(exp(log_std))^2), summed over D."""
+    return torch.distributions.Normal(mean, log_std.exp().expand_as(mean)).log_prob(actions).sum(-1)
+
+
+def _compare_logprob(got: Any, expected: Tensor) -> str | None:
+    if isinstance(got, torch.Tensor) and got.shape != expected.shape:
+        return (f"expected shape {tuple(expected.shape)} (one log-density per action, summed over the action "
+                f"dimensions), got {tuple(got.shape)}")
+    return _compare_rl(got, expected)
+
+
+def _gaussian_cases(rng: np.random.Generator) -> list[Case]:
+    def case(B: int, D: int, label: str, log_std: np.ndarray | None = None, at_mean: bool = False) -> Case:
+        mean = torch.tensor(rng.normal(size=(B, D)), dtype=torch.float32)
+        ls = torch.tensor(rng.normal(-0.5, 0.3, D) if log_std is None else log_std, dtype=torch.float32)
+        actions = mean.clone() if at_mean else mean + ls.exp() * torch.tensor(rng.normal(size=(B, D)),
+                                                                              dtype=torch.float32)
+        return Case((mean, ls, actions), label=label)
+
+    return [
+        case(1, 1, "one action at the mean with std 1 (answer -0.918939 = -log sqrt(2 pi))", np.zeros(1), True),
+        case(3, 1, "one dimension, std 1", np.zeros(1)),
+        case(4, 3, "Hopper-sized: 3 action dimensions (sum over them)"),
+        case(5, 6, "HalfCheetah-sized: 6 action dimensions"),
+        case(2, 2, "small standard deviations (log_std -3)", np.full(2, -3.0)),
+        case(8, 4, "random 1"),
+        case(16, 2, "random 2"),
+        case(1, 17, "Humanoid-sized: 17 action dimensions"),
+    ]
+
+
+register("ch10.gaussian_logprob", ref_gaussian_logprob, _gaussian_cases, compare=_compare_logprob,
+         title="The log-density of a diagonal Gaussian policy")
