@@ -1,0 +1,245 @@
+"""Deep reinforcement learning from human preferences (Christiano et al., 2017): PPO on a learned reward.
+
+The loop of the paper, on top of :func:`lmlib.rl.ppo.ppo` and :mod:`lmlib.preferences`::
+
+    PPO collects experience, rewarded by the ensemble's prediction r̂(o, a)   (RewardModelWrapper)
+    every step is also cut into clips of `segment_length` steps             (SegmentRecorder)
+    after each PPO iteration, if the label schedule says labels are due:
+        sample candidate pairs of recent clips, keep those the ensemble disagrees on most,
+        ask the rater, add the answers to the dataset, refit the ensemble (bootstrap resamples)
+
+The agent never sees the environment's reward; it is kept in ``info`` (and in each clip's
+``rewards``) only to draw the true learning curve and to let a :class:`~lmlib.preferences.SyntheticRater`
+answer. Any callable ``rater(pair) -> "left" | "right" | "equal" | "cant_tell"`` works, so the
+same loop runs with a scripted rater, a hand-written backflip reward, or labels the reader gave.
+
+Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ..preferences import (PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule, sample_pairs,
+                           select_queries, train_reward_model)
+from .ppo import PPOConfig, ppo
+
+__all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences"]
+
+
+@dataclass
+class PreferenceRLConfig:
+    """Settings of :func:`ppo_from_preferences` (PPO's own settings stay in :class:`~lmlib.rl.ppo.PPOConfig`).
+
+    ``total_labels`` answers are requested over the run on the schedule of
+    :func:`~lmlib.preferences.label_schedule` (a fraction ``initial_fraction`` as soon as
+    there are clips, then at a rate falling like ``1 / (tau + t)`` with ``tau = tau_fraction *
+    total_timesteps``). For each label, ``candidates_per_query`` random pairs of the
+    ``pool_size`` most recent clips are scored and the most disputed is asked
+    (``query_method="disagreement"``), or one is drawn at random (``"random"``, the
+    paper's baseline). After each batch of answers the ensemble of ``ensemble_size`` MLPs
+    (``hidden`` units) trains ``reward_epochs`` more epochs on all answers so far.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+
+    total_labels: int = 700
+    segment_length: int = 50
+    ensemble_size: int = 3
+    hidden: int = 64
+    initial_fraction: float = 0.25
+    tau_fraction: float = 0.1
+    candidates_per_query: int = 10
+    query_method: str = "disagreement"
+    reward_epochs: int = 5
+    reward_lr: float = 1e-3
+    reward_batch_size: int = 32
+    epsilon: float = 0.1
+    pool_size: int = 2000
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if self.total_labels < 2:
+            raise ValueError(f"total_labels must be >= 2 (a reward model needs two answers), got {self.total_labels}")
+        if self.segment_length < 2:
+            raise ValueError(f"segment_length must be >= 2, got {self.segment_length}")
+        if self.query_method not in ("disagreement", "random"):
+            raise ValueError(f"query_method must be 'disagreement' or 'random', got {self.query_method!r}")
+        if self.candidates_per_query < 1 or self.ensemble_size < 1 or self.pool_size < 2:
+            raise ValueError("candidates_per_query and ensemble_size must be >= 1 and pool_size >= 2")
+
+
+class SegmentRecorder(gym.Wrapper):
+    """Cut the experience of one environment into clips of ``length`` steps and append them to ``sink``.
+
+    Each :class:`~lmlib.preferences.Segment` holds the observations the actions were taken
+    from ``(L, obs_dim)``, the actions ``(L, act_dim)`` and the environment's rewards ``(L,)``;
+    its ``meta`` holds the environment id, the episode's start seed (if any), the step within
+    the episode, and for MuJoCo the simulator states ``qpos``/``qvel`` of every step, so a clip
+    can be re-rendered later for a human rater. The last, shorter piece of an episode becomes a
+    clip too if it has at least ``length // 2`` steps (a fall is worth showing).
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+
+    def __init__(self, env: gym.Env, sink: list, length: int = 50) -> None:
+        super().__init__(env)
+        if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+            raise ValueError(f"SegmentRecorder needs vector observations, got {env.observation_space}")
+        self.sink, self.length = sink, int(length)
+        self._mujoco = hasattr(env.unwrapped, "data") and hasattr(env.unwrapped.data, "qpos")
+        self._clear()
+        self._obs = None
+
+    def _clear(self) -> None:
+        self._steps: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "qpos": [], "qvel": []}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._clear()
+        self._obs, self._t = obs, 0
+        return obs, info
+
+    def step(self, action):
+        if self._mujoco:
+            self._steps["qpos"].append(self.env.unwrapped.data.qpos.copy())
+            self._steps["qvel"].append(self.env.unwrapped.data.qvel.copy())
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._steps["obs"].append(np.asarray(self._obs, np.float32))
+        self._steps["actions"].append(np.asarray(action, np.float32).reshape(-1))
+        self._steps["rewards"].append(float(reward))
+        self._obs, self._t = obs, self._t + 1
+        n = len(self._steps["obs"])
+        if n == self.length or ((terminated or truncated) and n >= max(2, self.length // 2)):
+            self._emit()
+        elif terminated or truncated:
+            self._clear()
+        return obs, reward, terminated, truncated, info
+
+    def _emit(self) -> None:
+        s = self._steps
+        meta: dict[str, Any] = {"env_id": self.env.spec.id if self.env.spec else None,
+                                "end_step_in_episode": self._t}
+        if self._mujoco:
+            meta["qpos"], meta["qvel"] = np.stack(s["qpos"]), np.stack(s["qvel"])
+        self.sink.append(Segment(np.stack(s["obs"]), np.stack(s["actions"]), np.asarray(s["rewards"]), meta))
+        self._clear()
+
+
+class EnsembleReward:
+    """``reward_fn(obs, action, next_obs)`` for :func:`~lmlib.rl.ppo.ppo`: the ensemble's normalised reward
+    of one step, r̂(o, a), computed without autograd. The ensemble is read at every call, so
+    refitting it changes the reward at once.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+
+    def __init__(self, ensemble: RewardEnsemble) -> None:
+        self.ensemble = ensemble
+
+    def __call__(self, obs: Any, action: Any, next_obs: Any) -> float:
+        x = np.concatenate([np.asarray(obs, np.float32).reshape(-1), np.asarray(action, np.float32).reshape(-1)])
+        with torch.inference_mode():
+            return float(self.ensemble(torch.from_numpy(x).view(1, 1, -1)))
+
+
+def reward_agreement(ensemble: RewardEnsemble, pairs: list[PreferencePair]) -> float:
+    """Fraction of ``pairs`` (with true rewards, no ties) where the ensemble's summed reward ranks the two clips
+    as their true returns do: how well the learned reward agrees with the real one.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    pairs = [p for p in pairs if p.left.true_return != p.right.true_return]
+    if not pairs:
+        raise ValueError("reward_agreement needs pairs whose true returns differ")
+    p_left = ensemble.member_probabilities(pairs, epsilon=0.0).mean(0)  # (N,)
+    truth = np.array([p.left.true_return > p.right.true_return for p in pairs])
+    return float(np.mean((p_left > 0.5) == truth))
+
+
+def ppo_from_preferences(
+    env_id: str,
+    ppo_cfg: PPOConfig,
+    rater: Callable[[PreferencePair], str],
+    cfg: PreferenceRLConfig | None = None,
+    *,
+    log_every: int = 0,
+    agreement_pairs: int = 200,
+) -> tuple[torch.nn.Module, RewardEnsemble, dict[str, Any]]:
+    """Train ``ppo_cfg``'s PPO agent on ``env_id`` from a rater's answers about pairs of its own clips.
+
+    Returns ``(policy, ensemble, history)``. ``history`` is PPO's history (its
+    ``"episode_return"``/``"true_episode_return"`` are the *true* returns, ``"model_episode_return"``
+    the learned ones) plus, per labelling round, ``"label_step"`` (environment steps so
+    far), ``"labels"`` (answers so far, "can't tell" included), ``"rm_accuracy"`` (the ensemble's
+    agreement with the answers it trained on) and ``"agreement"`` (:func:`reward_agreement` on
+    ``agreement_pairs`` fresh random pairs of recent clips, scored with their true rewards; no
+    label is spent on them), plus ``"dataset"`` (the :class:`~lmlib.preferences.PreferenceDataset`)
+    and ``"rlhp_config"``.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    cfg = PreferenceRLConfig() if cfg is None else cfg
+    cfg.check()
+    if not callable(rater):
+        raise TypeError(f"rater must be callable as rater(pair) -> choice, got {type(rater).__name__}")
+    probe = gym.make(env_id)
+    obs_dim, act_dim = probe.observation_space.shape[0], int(np.prod(probe.action_space.shape or (1,)))
+    probe.close()
+    if not isinstance(probe.action_space, gym.spaces.Box):
+        raise ValueError(f"ppo_from_preferences supports continuous-action (MuJoCo-style) tasks here, "
+                         f"got {probe.action_space}")
+    rng = np.random.default_rng(cfg.seed)
+    ensemble = RewardEnsemble.of_mlps(cfg.ensemble_size, seed=cfg.seed, in_dim=obs_dim + act_dim, hidden=cfg.hidden)
+    schedule = label_schedule(cfg.total_labels, ppo_cfg.total_timesteps, cfg.initial_fraction,
+                              tau=max(1.0, cfg.tau_fraction * ppo_cfg.total_timesteps))
+    pool: list[Segment] = []
+    dataset = PreferenceDataset()
+    log: dict[str, list] = {"label_step": [], "labels": [], "rm_accuracy": [], "agreement": [], "label_seconds": []}
+    asked = 0
+
+    def callback(iteration: int, history: dict) -> None:
+        nonlocal asked
+        del pool[: max(0, len(pool) - cfg.pool_size)]  # keep the most recent clips
+        step = history["global_step"][-1]
+        due = min(schedule.due(step, asked), cfg.total_labels - asked)
+        if due <= 0 or len(pool) < 2:
+            return None
+        t0 = time.perf_counter()
+        candidates = sample_pairs(pool, due * cfg.candidates_per_query, rng)
+        method = cfg.query_method if len(dataset) >= 2 else "random"  # an untrained ensemble knows nothing
+        for pair in select_queries(candidates, ensemble, due, method, rng=rng, epsilon=cfg.epsilon):
+            dataset.add(pair, rater(pair))
+            asked += 1
+        if len(dataset) >= 2:
+            fit = train_reward_model(ensemble, dataset, epochs=cfg.reward_epochs, lr=cfg.reward_lr,
+                                     batch_size=cfg.reward_batch_size, seed=int(rng.integers(1 << 31)),
+                                     val_fraction=0.0, epsilon=cfg.epsilon)
+            log["rm_accuracy"].append(fit["accuracy"][-1])
+        else:
+            log["rm_accuracy"].append(float("nan"))
+        fresh = sample_pairs(pool, agreement_pairs, rng) if agreement_pairs else []
+        try:
+            log["agreement"].append(reward_agreement(ensemble, fresh) if fresh else float("nan"))
+        except ValueError:
+            log["agreement"].append(float("nan"))
+        log["label_step"].append(step)
+        log["labels"].append(asked)
+        log["label_seconds"].append(time.perf_counter() - t0)
+        if log_every and iteration % log_every == 0:
+            print(f"  labels {asked}/{cfg.total_labels}, reward model accuracy {log['rm_accuracy'][-1]:.2f}, "
+                  f"agreement with the true reward {log['agreement'][-1]:.2f}", flush=True)
+        return None
+
+    policy, history = ppo(lambda: SegmentRecorder(gym.make(env_id), pool, cfg.segment_length), ppo_cfg,
+                          reward_fn=EnsembleReward(ensemble), callback=callback, log_every=log_every)
+    history.update(log)
+    history["dataset"] = dataset
+    history["rlhp_config"] = asdict(cfg)
+    return policy, ensemble, history

@@ -1,0 +1,91 @@
+"""lmlib.rl.rlhp: clips from experience, the ensemble as PPO's reward, and the whole preference loop (tiny runs)."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from lmlib.preferences import PreferencePair, RewardEnsemble, Segment, SyntheticRater
+from lmlib.rl.ppo import PPOConfig
+from lmlib.rl.rlhp import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, ppo_from_preferences,
+                           reward_agreement)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_segment_recorder_cuts_clips_with_true_rewards():
+    sink: list = []
+    env = SegmentRecorder(gym.make("Pendulum-v1"), sink, length=30)  # 200-step episodes, no early end
+    env.reset(seed=0)
+    total = 0.0
+    for _ in range(200):
+        _, r, term, trunc, _ = env.step(env.action_space.sample())
+        total += r
+    assert trunc and len(sink) == 7  # 6 clips of 30 steps, then the last 20 (>= 15) at the time limit
+    assert [len(s) for s in sink] == [30] * 6 + [20]
+    assert sink[0].obs.shape == (30, 3) and sink[0].actions.shape == (30, 1)
+    assert np.isclose(sum(s.true_return for s in sink), total)
+
+
+def test_segment_recorder_keeps_mujoco_states():
+    sink: list = []
+    env = SegmentRecorder(gym.make("Hopper-v5"), sink, length=5)
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(env.action_space.sample() * 0)
+    assert sink[0].meta["qpos"].shape == (5, 6) and sink[0].meta["qvel"].shape == (5, 6)
+    assert sink[0].meta["env_id"] == "Hopper-v5"
+
+
+def test_ensemble_reward_matches_the_ensemble():
+    ens = RewardEnsemble.of_mlps(2, seed=0, in_dim=4, hidden=8)
+    fn = EnsembleReward(ens)
+    obs, act = np.arange(3, dtype=np.float32), np.array([0.5], np.float32)
+    expected = ens(torch.tensor([[[0.0, 1.0, 2.0, 0.5]]]))[0, 0].item()
+    assert fn(obs, act, None) == pytest.approx(expected, abs=1e-6)
+
+
+def test_reward_agreement_is_one_for_the_true_reward_and_needs_untied_pairs():
+    class TrueReward(torch.nn.Module):  # reward = first feature; the clips' true rewards are the same
+        def forward(self, x):
+            return x[..., 0]
+
+    ens = RewardEnsemble([TrueReward()])
+    rng = np.random.default_rng(0)
+    segs = []
+    for _ in range(6):
+        r = rng.normal(size=4)
+        segs.append(Segment(np.stack([r, np.zeros(4)], 1), rewards=r))
+    pairs = [PreferencePair(segs[i], segs[i + 1]) for i in range(5)]
+    assert reward_agreement(ens, pairs) == 1.0
+    tie = Segment(np.zeros((2, 2)), rewards=np.zeros(2))
+    with pytest.raises(ValueError, match="differ"):
+        reward_agreement(ens, [PreferencePair(tie, Segment(np.ones((2, 2)) * 0, rewards=np.zeros(2)))])
+
+
+def test_the_loop_asks_on_schedule_and_trains_the_ensemble():
+    ppo_cfg = PPOConfig.mujoco("Pendulum-v1", total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2)
+    cfg = PreferenceRLConfig(total_labels=12, segment_length=20, ensemble_size=2, reward_epochs=3)
+    policy, ens, h = ppo_from_preferences("Pendulum-v1", ppo_cfg, SyntheticRater(), cfg, agreement_pairs=50)
+    assert h["labels"][-1] == 12 and len(h["dataset"]) + len(h["dataset"].skipped) == 12
+    assert h["labels"] == sorted(h["labels"]) and h["labels"][0] >= 3  # 25% up front
+    assert all(0.0 <= a <= 1.0 for a in h["agreement"])
+    assert len(h["true_episode_return"]) == len(h["model_episode_return"]) > 0
+    assert isinstance(ens, RewardEnsemble) and len(ens) == 2
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="query_method"):
+        PreferenceRLConfig(query_method="best").check()
+    with pytest.raises(TypeError, match="rater"):
+        ppo_from_preferences("Pendulum-v1", PPOConfig.mujoco("Pendulum-v1"), "left")
+    with pytest.raises(ValueError, match="continuous"):
+        ppo_from_preferences("CartPole-v1", PPOConfig.cartpole(), SyntheticRater())
+    with pytest.raises(ValueError, match="vector observations"):
+        SegmentRecorder(_ImageEnv(), [], 5)
+
+
+class _ImageEnv(gym.Env):
+    observation_space = gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
