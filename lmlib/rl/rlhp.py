@@ -25,8 +25,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..preferences import (PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule, sample_pairs,
-                           select_queries, train_reward_model)
+from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule,
+                           sample_pairs, select_queries, train_reward_model)
 from .ppo import PPOConfig, ppo
 
 __all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences"]
@@ -134,19 +134,62 @@ class SegmentRecorder(gym.Wrapper):
 
 class EnsembleReward:
     """``reward_fn(obs, action, next_obs)`` for :func:`~lmlib.rl.ppo.ppo`: the ensemble's normalised reward
-    of one step, r̂(o, a), computed without autograd. The ensemble is read at every call, so
-    refitting it changes the reward at once.
+    of one step, r̂(o, a) (the mean over members of each member's normalised output).
+
+    PPO asks for one step at a time, where PyTorch's per-call overhead would dominate (about
+    2 ms for three small MLPs), so for ensembles of :class:`~lmlib.preferences.MLPRewardModel`
+    the weights are copied into stacked numpy arrays and the members run together (tens of
+    microseconds). The copy is refreshed automatically whenever a weight or a normalisation
+    statistic changes (PyTorch counts in-place updates), so refitting the ensemble changes
+    the reward at once. Other member types go through the ensemble itself.
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
 
     def __init__(self, ensemble: RewardEnsemble) -> None:
         self.ensemble = ensemble
+        self._tensors = list(ensemble.parameters()) + list(ensemble.buffers())
+        self._stamp: tuple | None = None
+        self._layers: list | None = None
+        self._fast = all(isinstance(m, MLPRewardModel) and m.embed is None for m in ensemble.members)
+
+    def _refresh(self) -> None:
+        layers: list = []
+        nets = [m.net for m in self.ensemble.members]
+        for mods in zip(*nets):
+            kind = type(mods[0])
+            if kind is torch.nn.Linear:
+                W = np.stack([m.weight.detach().numpy().T for m in mods]).astype(np.float64)  # (K, in, out)
+                b = np.stack([m.bias.detach().numpy() for m in mods]).astype(np.float64)[:, None, :]
+                layers.append(("linear", W, b))
+            elif kind is torch.nn.LeakyReLU:
+                layers.append(("leaky", mods[0].negative_slope))
+            elif kind is torch.nn.Dropout:
+                continue  # identity at prediction time
+            else:
+                raise TypeError(f"EnsembleReward's fast path does not know layer {kind.__name__}")
+        e = self.ensemble
+        self._mean = e.norm_mean.double().numpy()
+        self._std = np.sqrt(e.norm_var.double().numpy() + 1e-8)
+        self._layers = layers
 
     def __call__(self, obs: Any, action: Any, next_obs: Any) -> float:
-        x = np.concatenate([np.asarray(obs, np.float32).reshape(-1), np.asarray(action, np.float32).reshape(-1)])
-        with torch.inference_mode():
-            return float(self.ensemble(torch.from_numpy(x).view(1, 1, -1)))
+        x = np.concatenate([np.asarray(obs, np.float64).reshape(-1), np.asarray(action, np.float64).reshape(-1)])
+        if not self._fast:
+            with torch.inference_mode():
+                return float(self.ensemble(torch.from_numpy(x).float().view(1, 1, -1)))
+        stamp = tuple(t._version for t in self._tensors)
+        if stamp != self._stamp:
+            self._refresh()
+            self._stamp = stamp
+        h = x[None, None, :]  # (1, 1, D), broadcast over the K members
+        for layer in self._layers:
+            if layer[0] == "linear":
+                h = h @ layer[1] + layer[2]  # (K, 1, out)
+            else:
+                h = np.where(h > 0, h, layer[1] * h)
+        r = h[:, 0, 0]  # (K,)
+        return float(np.mean((r - self._mean) / self._std))
 
 
 def reward_agreement(ensemble: RewardEnsemble, pairs: list[PreferencePair]) -> float:
