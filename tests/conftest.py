@@ -19,6 +19,8 @@ import yaml
 
 from hypothesis import settings as _hypothesis_settings
 
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering, before any test imports mujoco
+
 # Property tests: no per-example deadline (a shared 2-core machine stalls at random), and in CI a
 # fixed, derandomised set of examples so that a green run stays green; locally they explore freely.
 _hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)

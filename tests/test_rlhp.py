@@ -8,8 +8,8 @@ import torch
 
 from lmlib.preferences import PreferencePair, RewardEnsemble, Segment, SyntheticRater
 from lmlib.rl.ppo import PPOConfig
-from lmlib.rl.rlhp import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, ppo_from_preferences,
-                           reward_agreement)
+from lmlib.rl.rlhp import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, add_frames, clip_frames,
+                           ppo_from_preferences, reward_agreement)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,3 +89,20 @@ def test_clear_errors():
 class _ImageEnv(gym.Env):
     observation_space = gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
     action_space = gym.spaces.Discrete(2)
+
+
+def test_mujoco_clips_render_for_the_rater():
+    from lmlib.label_widget import default_render
+    sink: list = []
+    env = SegmentRecorder(gym.make("Hopper-v5"), sink, length=4)
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step(env.action_space.sample())
+    frames = clip_frames(sink[0], width=48, height=32, every=2)
+    assert frames.shape == (2, 32, 48, 3) and frames.dtype == np.uint8 and frames.std() > 0
+    pair = PreferencePair(sink[0], sink[0])
+    add_frames([pair], width=48, height=32, every=1)
+    assert pair.left.meta["frames"].shape[0] == 4 and pair.left.meta["fps"] > 0
+    assert default_render(pair.left)[4:8] == b"ftyp"  # an mp4 the widget can show
+    with pytest.raises(ValueError, match="MuJoCo states"):
+        clip_frames(Segment(np.zeros((3, 2))))

@@ -29,7 +29,8 @@ from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, Re
                            sample_pairs, select_queries, train_reward_model)
 from .ppo import PPOConfig, ppo
 
-__all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences"]
+__all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences",
+           "clip_frames", "add_frames"]
 
 
 @dataclass
@@ -190,6 +191,50 @@ class EnsembleReward:
                 h = np.where(h > 0, h, layer[1] * h)
         r = h[:, 0, 0]  # (K,)
         return float(np.mean((r - self._mean) / self._std))
+
+
+def clip_frames(segment: Segment, width: int = 240, height: int = 240, every: int = 1) -> np.ndarray:
+    """Re-render a MuJoCo clip from the simulator states that :class:`SegmentRecorder` kept: ``(n, H, W, 3)`` uint8,
+    one frame every ``every`` steps (the rater's video). Needs ``MUJOCO_GL=egl`` (or a display) before
+    ``mujoco`` is imported.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    meta = segment.meta
+    if "qpos" not in meta or "qvel" not in meta or not meta.get("env_id"):
+        raise ValueError("this segment has no MuJoCo states (meta['qpos'], meta['qvel'], meta['env_id']); "
+                         "record it with SegmentRecorder on a MuJoCo environment")
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    env = gym.make(meta["env_id"], render_mode="rgb_array", width=width, height=height)
+    try:
+        env.reset(seed=0)
+        model = env.unwrapped.model
+        model.vis.quality.offsamples, model.vis.quality.shadowsize = 0, 1024  # fast software rendering
+        frames = []
+        for qpos, qvel in zip(meta["qpos"][::every], meta["qvel"][::every]):
+            env.unwrapped.set_state(qpos, qvel)
+            frames.append(env.render())
+    finally:
+        env.close()
+    return np.stack(frames)
+
+
+def add_frames(pairs: list[PreferencePair], width: int = 240, height: int = 240, every: int = 2) -> list[PreferencePair]:
+    """Render both clips of every pair (:func:`clip_frames`) into ``segment.meta["frames"]`` (with ``"fps"``),
+    which is what :class:`lmlib.label_widget.LabelingWidget` shows; segments already rendered are skipped.
+    Returns ``pairs``.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    for pair in pairs:
+        for seg in (pair.left, pair.right):
+            if "frames" not in seg.meta:
+                seg.meta["frames"] = clip_frames(seg, width, height, every)
+                env = gym.make(seg.meta["env_id"])
+                seg.meta["fps"] = max(1, round(env.metadata.get("render_fps", 30) / every))
+                env.close()
+    return pairs
 
 
 def reward_agreement(ensemble: RewardEnsemble, pairs: list[PreferencePair]) -> float:
