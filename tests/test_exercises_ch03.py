@@ -10,29 +10,12 @@ import torch.nn.functional as F
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises.ch03 import ref_cross_entropy, ref_nearest_neighbours
 from lmlib.nlm import bits_per_char, mlp_forward
-from exercise_support import failure, run_solution_cells
+from exercise_support import chapter_exercise_tests, failure
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "03_neural_language_models.md"
 IDS = ["ch03.cross_entropy", "ch03.mlp_forward", "ch03.bits_per_char", "ch03.nearest_neighbours"]
-
-
-def chapter_solutions() -> dict:
-    return run_solution_cells(CHAPTER, len(IDS))
-
-
-def test_every_exercise_is_registered_and_has_a_check_cell():
-    assert set(IDS) <= set(all_exercises())
-    text = CHAPTER.read_text(encoding="utf-8")
-    for id in IDS:
-        assert f'check("{id}", {id.split(".")[1]})' in text
-
-
-@pytest.mark.parametrize("id", IDS)
-def test_the_chapters_solution_passes(id, capsys):
-    fn = chapter_solutions()[id.split(".")[1]]
-    result = check(id, fn)
-    assert result.ok and result.total >= 8
-    assert f"\u2714 {id}: all {result.total} checks passed." in capsys.readouterr().out
+chapter_solutions, test_every_exercise_is_registered_and_has_a_check_cell, test_the_chapters_solution_passes = (
+    chapter_exercise_tests(CHAPTER, IDS, min_checks=8))
 
 
 @pytest.mark.parametrize("id, ref", [("ch03.cross_entropy", ref_cross_entropy), ("ch03.mlp_forward", mlp_forward),

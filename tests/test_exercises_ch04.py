@@ -8,32 +8,15 @@ import torch
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises import ch04
-from exercise_support import failure, run_solution_cells
+from exercise_support import chapter_exercise_tests, failure
 
 torch.set_num_threads(1)
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "04_attention.md"
 IDS = ["ch04.attention", "ch04.causal_mask", "ch04.padding_mask", "ch04.causal_attention", "ch04.split_heads",
        "ch04.merge_heads"]
-
-
-def chapter_solutions() -> dict:
-    return run_solution_cells(CHAPTER, 5)
-
-
-def test_every_exercise_is_registered_and_has_a_check_cell():
-    assert set(IDS) <= set(all_exercises())
-    text = CHAPTER.read_text(encoding="utf-8")
-    for id in IDS:
-        assert f'check("{id}", {id.split(".")[1]})' in text
-
-
-@pytest.mark.parametrize("id", IDS)
-def test_the_chapters_solution_passes(id, capsys):
-    fn = chapter_solutions()[id.split(".")[1]]
-    result = check(id, fn)
-    assert result.ok and result.total >= 5
-    assert f"\u2714 {id}: all {result.total} checks passed." in capsys.readouterr().out
+chapter_solutions, test_every_exercise_is_registered_and_has_a_check_cell, test_the_chapters_solution_passes = (
+    chapter_exercise_tests(CHAPTER, IDS, min_checks=5, solution_cells=5))
 
 
 @pytest.mark.parametrize("id", IDS)

@@ -10,30 +10,12 @@ from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises import ch05
 from lmlib.gpt import GPT, GPTConfig
 from lmlib.positional import rope_angles, sinusoidal_encoding
-from exercise_support import failure, run_solution_cells
+from exercise_support import chapter_exercise_tests, failure
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "05_transformers.md"
 IDS = ["ch05.layer_norm", "ch05.count_params", "ch05.sinusoidal", "ch05.alibi_slopes", "ch05.rope"]
-
-
-def chapter_solutions() -> dict:
-    return run_solution_cells(CHAPTER, len(IDS))
-
-
-def test_every_exercise_is_registered_and_has_a_check_cell():
-    registered = {i for i in all_exercises() if i.startswith("ch05.")}
-    assert registered == set(IDS)  # ch05.top_k_logits moved to chapter 6 (ch06.top_k_filter)
-    text = CHAPTER.read_text(encoding="utf-8")
-    for id in IDS:
-        assert f'check("{id}", {id.split(".")[1]})' in text
-
-
-@pytest.mark.parametrize("id", IDS)
-def test_the_chapters_solution_passes(id, capsys):
-    fn = chapter_solutions()[id.split(".")[1]]
-    result = check(id, fn)
-    assert result.ok and result.total >= 5
-    assert f"\u2714 {id}: all {result.total} checks passed." in capsys.readouterr().out
+chapter_solutions, test_every_exercise_is_registered_and_has_a_check_cell, test_the_chapters_solution_passes = (
+    chapter_exercise_tests(CHAPTER, IDS, min_checks=5))
 
 
 @pytest.mark.parametrize("id", IDS)

@@ -8,36 +8,17 @@ import torch
 
 from lmlib import decoding as dec
 from lmlib.exercises import ExerciseFailed, all_exercises, check
-from exercise_support import failure, run_solution_cells
+from exercise_support import chapter_exercise_tests, failure
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "06_decoding.md"
 IDS = ["ch06.apply_temperature", "ch06.top_k_filter", "ch06.top_p_filter", "ch06.repetition_penalty",
        "ch06.distinct_n"]
 NEG_INF = float("-inf")
+chapter_solutions, test_every_exercise_is_registered_and_has_a_check_cell, test_the_chapters_solution_passes = (
+    chapter_exercise_tests(CHAPTER, IDS, min_checks=9))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
-
-
-def chapter_solutions() -> dict:
-    return run_solution_cells(CHAPTER, len(IDS))
-
-
-def test_every_exercise_is_registered_and_has_a_check_cell():
-    assert set(IDS) <= set(all_exercises())
-    text = CHAPTER.read_text(encoding="utf-8")
-    for id in IDS:
-        assert f'check("{id}", {id.split(".")[1]})' in text
-    for label in ("ex-temperature", "ex-top-k", "ex-top-p", "ex-repetition-penalty", "ex-distinct-n"):
-        assert f"````{{solution-start}} {label}\n:class: dropdown" in text
-
-
-@pytest.mark.parametrize("id", IDS)
-def test_the_chapters_solution_passes(id, capsys):
-    fn = chapter_solutions()[id.split(".")[1]]
-    result = check(id, fn)
-    assert result.ok and result.total >= 9
-    assert f"\u2714 {id}: all {result.total} checks passed." in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("id", IDS)

@@ -8,27 +8,12 @@ import torch
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.rl import pong
-from exercise_support import failure, run_solution_cells
+from exercise_support import chapter_exercise_tests
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "09_policy_gradients.md"
 IDS = ["ch09.reward_to_go", "ch09.policy_gradient_loss", "ch09.rally_returns", "ch09.prepro"]
-
-
-def chapter_solutions() -> dict:
-    return run_solution_cells(CHAPTER, len(IDS))
-
-
-def test_every_exercise_is_registered_and_has_a_check_cell():
-    assert set(IDS) <= set(all_exercises())
-    text = CHAPTER.read_text(encoding="utf-8")
-    for id in IDS:
-        assert f'check("{id}", {id.split(".")[1]})' in text
-
-
-@pytest.mark.parametrize("id", IDS)
-def test_the_chapters_solution_passes(id):
-    result = check(id, chapter_solutions()[id.split(".")[1]], quiet=True)
-    assert result.ok and result.total >= 8
+chapter_solutions, test_every_exercise_is_registered_and_has_a_check_cell, test_the_chapters_solution_passes = (
+    chapter_exercise_tests(CHAPTER, IDS, min_checks=8))
 
 
 def pg_loss_log_of_softmax(logits, actions, adv):

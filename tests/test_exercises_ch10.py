@@ -5,29 +5,14 @@ import pytest
 import torch
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
-from exercise_support import run_solution_cells
+from exercise_support import chapter_exercise_tests
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "10_ppo.md"
 IDS = ["ch10.gae", "ch10.clipped_surrogate", "ch10.approx_kl", "ch10.gaussian_logprob"]
+chapter_solutions, test_every_exercise_is_registered_and_has_a_check_cell, test_the_chapters_solution_passes = (
+    chapter_exercise_tests(CHAPTER, IDS, min_checks=7))
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
-
-
-def chapter_solutions() -> dict:
-    return run_solution_cells(CHAPTER, len(IDS))
-
-
-def test_every_exercise_is_registered_and_has_a_check_cell():
-    assert set(IDS) <= set(all_exercises())
-    text = CHAPTER.read_text(encoding="utf-8")
-    for id in IDS:
-        assert f'check("{id}", {id.split(".")[1]})' in text
-
-
-@pytest.mark.parametrize("id", IDS)
-def test_the_chapters_solution_passes(id):
-    result = check(id, chapter_solutions()[id.split(".")[1]], quiet=True)
-    assert result.ok and result.total >= 7
 
 
 def gae_ignores_dones(rewards, values, dones, next_value, next_done, gamma, lam):
