@@ -106,3 +106,17 @@ def test_mujoco_clips_render_for_the_rater():
     assert default_render(pair.left)[4:8] == b"ftyp"  # an mp4 the widget can show
     with pytest.raises(ValueError, match="MuJoCo states"):
         clip_frames(Segment(np.zeros((3, 2))))
+
+
+def test_backflip_reward_by_hand_and_flip_count():
+    from lmlib.rl.rlhp import backflip_reward, count_backflips
+    ob = np.zeros(11)
+    ob[7], ob[0], ob[5], ob[8:11] = -2.0, 1.0, -1.0, [1.0, 2.0, 3.0]
+    a = np.array([1.0, 0.5, -1.0])
+    # backroll 2, height 1, vel_act 1 + 1 - 3 = -1, backslide 1: 2 * (1 + 0.3 - 0.1 + 0.05) = 2.5
+    assert backflip_reward(ob, a) == pytest.approx([2.5])
+    assert backflip_reward(np.stack([ob, ob]), np.stack([a, a])).shape == (2,)
+    with pytest.raises(ValueError, match="Hopper observations"):
+        backflip_reward(np.zeros((2, 10)), np.zeros((2, 3)))
+    angles = -np.linspace(0, 2.2 * 2 * np.pi, 50)  # 2.2 backward turns
+    assert count_backflips(angles) == 2 and count_backflips(-angles) == 0 and count_backflips([0.0]) == 0

@@ -30,7 +30,7 @@ from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, Re
 from .ppo import PPOConfig, ppo
 
 __all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences",
-           "clip_frames", "add_frames"]
+           "clip_frames", "add_frames", "backflip_reward", "count_backflips"]
 
 
 @dataclass
@@ -259,6 +259,7 @@ def ppo_from_preferences(
     *,
     log_every: int = 0,
     agreement_pairs: int = 200,
+    env_kwargs: dict | None = None,
 ) -> tuple[torch.nn.Module, RewardEnsemble, dict[str, Any]]:
     """Train ``ppo_cfg``'s PPO agent on ``env_id`` from a rater's answers about pairs of its own clips.
 
@@ -269,7 +270,8 @@ def ppo_from_preferences(
     agreement with the answers it trained on) and ``"agreement"`` (:func:`reward_agreement` on
     ``agreement_pairs`` fresh random pairs of recent clips, scored with their true rewards; no
     label is spent on them), plus ``"dataset"`` (the :class:`~lmlib.preferences.PreferenceDataset`)
-    and ``"rlhp_config"``.
+    and ``"rlhp_config"``. ``env_kwargs`` go to ``gym.make`` (e.g. ``terminate_when_unhealthy=False``
+    for a Hopper that may flip over).
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
@@ -277,7 +279,8 @@ def ppo_from_preferences(
     cfg.check()
     if not callable(rater):
         raise TypeError(f"rater must be callable as rater(pair) -> choice, got {type(rater).__name__}")
-    probe = gym.make(env_id)
+    env_kwargs = dict(env_kwargs or {})
+    probe = gym.make(env_id, **env_kwargs)
     obs_dim, act_dim = probe.observation_space.shape[0], int(np.prod(probe.action_space.shape or (1,)))
     probe.close()
     if not isinstance(probe.action_space, gym.spaces.Box):
@@ -325,9 +328,46 @@ def ppo_from_preferences(
                   f"agreement with the true reward {log['agreement'][-1]:.2f}", flush=True)
         return None
 
-    policy, history = ppo(lambda: SegmentRecorder(gym.make(env_id), pool, cfg.segment_length), ppo_cfg,
+    policy, history = ppo(lambda: SegmentRecorder(gym.make(env_id, **env_kwargs), pool, cfg.segment_length), ppo_cfg,
                           reward_fn=EnsembleReward(ensemble), callback=callback, log_every=log_every)
     history.update(log)
     history["dataset"] = dataset
     history["rlhp_config"] = asdict(cfg)
     return policy, ensemble, history
+
+
+# ----------------------------------------------------------------------------- the backflip
+
+
+def backflip_reward(obs: Any, actions: Any) -> np.ndarray:
+    """The hand-written Hopper backflip reward quoted in Christiano et al.'s blog post, per step: ``(L,)``.
+
+    ``backroll * (1 + .3 height + .1 vel_act + .05 backslide)`` with ``backroll = -obs[7]`` (the
+    torso's angular velocity, backwards), ``height = obs[0]``, ``vel_act = a . obs[8:11]`` (joint
+    speeds times torques) and ``backslide = -obs[5]`` (moving backwards). ``obs`` ``(L, 11)`` are
+    Hopper-v5 observations (``(11,)`` for one step), ``actions`` ``(L, 3)``. As a rater's reward
+    function: ``SyntheticRater(reward_fn=lambda seg: backflip_reward(seg.obs, seg.actions))``.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    ob, a = np.atleast_2d(np.asarray(obs, np.float64)), np.atleast_2d(np.asarray(actions, np.float64))
+    if ob.shape[1] != 11 or a.shape != (ob.shape[0], 3):
+        raise ValueError(f"backflip_reward needs Hopper observations (L, 11) and actions (L, 3), got {ob.shape} "
+                         f"and {a.shape}")
+    backroll, height, backslide = -ob[:, 7], ob[:, 0], -ob[:, 5]
+    vel_act = a[:, 0] * ob[:, 8] + a[:, 1] * ob[:, 9] + a[:, 2] * ob[:, 10]
+    return backroll * (1.0 + 0.3 * height + 0.1 * vel_act + 0.05 * backslide)
+
+
+def count_backflips(torso_angles: Any) -> int:
+    """Whole backward turns of the torso over an episode: the net decrease of its (unwrapped) angle, in units
+    of 2π, rounded down. ``torso_angles`` ``(T,)``: Hopper's ``obs[:, 1]`` (``qpos[2]``), which MuJoCo
+    does not wrap, so integrating the angular velocity is the same as reading the angle.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    angles = np.asarray(torso_angles, np.float64).reshape(-1)
+    if angles.size < 2:
+        return 0
+    turned_back = angles[0] - np.minimum.accumulate(angles)[-1]  # the furthest backwards it got
+    return int(np.floor(turned_back / (2 * np.pi)))
