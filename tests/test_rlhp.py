@@ -120,3 +120,24 @@ def test_backflip_reward_by_hand_and_flip_count():
         backflip_reward(np.zeros((2, 10)), np.zeros((2, 3)))
     angles = -np.linspace(0, 2.2 * 2 * np.pi, 50)  # 2.2 backward turns
     assert count_backflips(angles) == 2 and count_backflips(-angles) == 0 and count_backflips([0.0]) == 0
+
+
+def test_preference_recipe_smoke(tmp_path):
+    """recipes/preference_agents.py end to end on one PPO update: results JSON and a checksummed policy."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lmlib._io import sha256_file
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "recipes" / "preference_agents.py"), "hopper", "--labels", "12",
+                        "--steps", "2048", "--assets", str(tmp_path), "--eval-episodes", "1", "--segment", "20"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, MUJOCO_GL="egl"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "rlhp_hopper_12_s1.json").read_text())
+    assert res["labels"]["labels"][-1] == 12 and res["steps"] == 2048
+    assert len(res["curve"]["true_return"]) == len(res["curve"]["model_return"]) > 0
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert manifest["rlhp_hopper_12_s1.safetensors"]["sha256"] == sha256_file(tmp_path / "rlhp_hopper_12_s1.safetensors")
