@@ -65,7 +65,8 @@ def test_reward_agreement_is_one_for_the_true_reward_and_needs_untied_pairs():
 
 
 def test_the_loop_asks_on_schedule_and_trains_the_ensemble():
-    ppo_cfg = PPOConfig.mujoco("Pendulum-v1", total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2)
+    ppo_cfg = PPOConfig.mujoco("Pendulum-v1", total_timesteps=1100, num_steps=256, num_minibatches=4, update_epochs=2)
+    # 4 whole iterations (1024 steps) fit in 1100: every label must still be asked by the last one
     cfg = PreferenceRLConfig(total_labels=12, segment_length=20, ensemble_size=2, reward_epochs=3)
     policy, ens, h = ppo_from_preferences("Pendulum-v1", ppo_cfg, SyntheticRater(), cfg, agreement_pairs=50)
     assert h["labels"][-1] == 12 and len(h["dataset"]) + len(h["dataset"].skipped) == 12

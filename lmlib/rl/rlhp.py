@@ -288,8 +288,9 @@ def ppo_from_preferences(
                          f"got {probe.action_space}")
     rng = np.random.default_rng(cfg.seed)
     ensemble = RewardEnsemble.of_mlps(cfg.ensemble_size, seed=cfg.seed, in_dim=obs_dim + act_dim, hidden=cfg.hidden)
-    schedule = label_schedule(cfg.total_labels, ppo_cfg.total_timesteps, cfg.initial_fraction,
-                              tau=max(1.0, cfg.tau_fraction * ppo_cfg.total_timesteps))
+    last_step = ppo_cfg.num_iterations * ppo_cfg.batch_size  # PPO stops at whole iterations, short of total_timesteps
+    schedule = label_schedule(cfg.total_labels, last_step, cfg.initial_fraction,
+                              tau=max(1.0, cfg.tau_fraction * last_step))
     pool: list[Segment] = []
     dataset = PreferenceDataset()
     log: dict[str, list] = {"label_step": [], "labels": [], "rm_accuracy": [], "agreement": [], "label_seconds": []}
