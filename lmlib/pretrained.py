@@ -31,7 +31,7 @@ from .gpt import GPT
 from .tokenizer import CharTokenizer
 
 __all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
-           "AGENTS", "load_agent", "agent_results", "agent_video"]
+           "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
@@ -52,6 +52,23 @@ def manifest_sha256(name: str) -> str:
     if name not in entries or "sha256" not in entries[name]:
         raise KeyError(f"{MANIFEST} has no checksum for {name!r} (known: {sorted(entries)})")
     return entries[name]["sha256"]
+
+
+def manifest_add(path: str | os.PathLike, recipe: str) -> str:
+    """Record ``path``'s size, SHA-256 and the ``recipe`` that made it in the ``MANIFEST.json`` of its folder
+    (created if missing; written atomically); return the digest. The recipes call this for every file they ship.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
+    from ._io import atomic_write_text, sha256_file  # noqa: PLC0415
+
+    path = Path(path)
+    manifest = path.parent / "MANIFEST.json"
+    entries = json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
+    digest = sha256_file(path)
+    entries[path.name] = {"bytes": path.stat().st_size, "sha256": digest, "recipe": recipe}
+    atomic_write_text(manifest, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return digest
 
 
 def _resolve(path: str | os.PathLike | None) -> tuple[Path, str | None]:

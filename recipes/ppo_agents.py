@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering, before mujoco is imported
 
-from lmlib._io import atomic_write_text, sha256_file  # noqa: E402
+from lmlib._io import atomic_write_text  # noqa: E402
+from lmlib.pretrained import manifest_add  # noqa: E402
 from lmlib.rl.ppo import PPOConfig, evaluate, export_policy, load_ppo, ppo, record_video  # noqa: E402
 
 #: agent -> (max_steps, render_every) of its video
@@ -132,19 +133,11 @@ def main(argv: list[str] | None = None) -> dict:
         out = assets / f"ppo_{args.agent}.safetensors"
         digest = export_policy(policy, out, extra={"seed": args.seed, "steps": steps, "eval_mean": result["eval"]["mean"],
                                                    "results": f"ppo_{name}.json"})
-        assert digest == sha256_file(out)
-        _manifest_add(assets, out, f"python recipes/ppo_agents.py {args.agent} --seed {args.seed}")
+        manifest_add(out, f"python recipes/ppo_agents.py {args.agent} --seed {args.seed}")
         print(f"[{name}] shipped {out} ({out.stat().st_size:,} bytes, sha256 {digest[:12]}...)", flush=True)
         if args.agent in VIDEO:  # CartPole renders with pygame, which the book does not install
             _ship_video(args.agent, assets, deterministic)
     return result
-
-
-def _manifest_add(assets: Path, path: Path, recipe: str) -> None:
-    manifest = assets / "MANIFEST.json"
-    entries = json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
-    entries[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path), "recipe": recipe}
-    atomic_write_text(manifest, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def _ship_video(agent: str, assets: Path, deterministic: bool) -> dict:
@@ -154,7 +147,7 @@ def _ship_video(agent: str, assets: Path, deterministic: bool) -> dict:
     t0 = time.perf_counter()
     info = record_video(policy, policy.config.env_id, assets / f"ppo_{agent}.mp4", seed=0, max_steps=max_steps,
                         render_every=every, deterministic=deterministic)
-    _manifest_add(assets, assets / f"ppo_{agent}.mp4", f"python recipes/ppo_agents.py {agent} --video-only")
+    manifest_add(assets / f"ppo_{agent}.mp4", f"python recipes/ppo_agents.py {agent} --video-only")
     print(f"[{agent}] video {info['path']}: {info['steps']} steps, return {info['return']:.1f}, "
           f"{info['frames']} frames in {time.perf_counter() - t0:.0f} s", flush=True)
     return info

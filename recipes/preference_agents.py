@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lmlib._io import atomic_write_text, sha256_file  # noqa: E402
+from lmlib._io import atomic_write_text  # noqa: E402
+from lmlib.pretrained import manifest_add  # noqa: E402
 from lmlib.preferences import SyntheticRater  # noqa: E402
 from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy  # noqa: E402
 from lmlib.rl.rlhp import (PreferenceRLConfig, backflip_reward, count_backflips,  # noqa: E402
@@ -133,10 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write_text(assets / f"rlhp_{tag}.json", json.dumps(result, indent=1) + "\n")
     out = assets / f"rlhp_{tag}.safetensors"
     export_policy(policy, out, extra={"tag": tag, "env_kwargs": env_kwargs})
-    manifest = assets / "MANIFEST.json"
-    entries = json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
-    entries[out.name] = {"bytes": out.stat().st_size, "sha256": sha256_file(out), "recipe": result["command"]}
-    atomic_write_text(manifest, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    manifest_add(out, result["command"])
     print(f"[{tag}] {steps:,} steps in {wall / 60:.1f} min; true return, last 5%: {result['final_true_return']}; "
           f"eval true return {ev['mean_true_return']:.0f}, backflips {ev['mean_backflips']:.1f}", flush=True)
     return result

@@ -63,7 +63,7 @@ from .wrappers import (ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, ObsNormaliz
                        RewardNormalizer)
 
 __all__ = ["PPOConfig", "ppo", "make_env", "make_policy", "act", "evaluate", "record_video", "load_ppo",
-           "export_policy", "episode_curve"]
+           "export_policy", "episode_curve", "fast_mujoco_rendering"]
 
 EnvSpec = str | Callable[[], gym.Env]
 
@@ -388,12 +388,16 @@ def _env_action(action: torch.Tensor, space: gym.Space) -> np.ndarray | list[int
 # ----------------------------------------------------------------------------- training
 
 
+def _policy_spec(policy: nn.Module) -> dict:
+    """What :func:`_policy_from_spec` needs to rebuild ``policy``: its class, observation shape and action count."""
+    n = policy.act_dim if isinstance(policy, GaussianPolicy) else policy.n_actions
+    return {"class": type(policy).__name__, "obs_shape": list(policy.obs_shape), "n": n}
+
+
 def _checkpoint_meta(cfg: PPOConfig, policy: nn.Module, iteration: int, global_step: int, history: dict,
                      obs_norm: ObsNormalizer | None, rew_norm: RewardNormalizer | None) -> dict:
-    spec = {"class": type(policy).__name__, "obs_shape": list(policy.obs_shape)}
-    spec["n"] = policy.act_dim if isinstance(policy, GaussianPolicy) else policy.n_actions
     return {
-        "config": asdict(cfg), "policy": spec, "iteration": iteration, "global_step": global_step,
+        "config": asdict(cfg), "policy": _policy_spec(policy), "iteration": iteration, "global_step": global_step,
         "history": history, "torch_rng": torch.get_rng_state(),
         "obs_norm": None if obs_norm is None else obs_norm.state_dict(),
         "rew_norm": None if rew_norm is None else rew_norm.state_dict(),
@@ -423,9 +427,7 @@ def export_policy(policy: nn.Module, path: str | os.PathLike, extra: dict | None
     if not isinstance(cfg, PPOConfig):
         raise ValueError("export_policy needs a policy returned by ppo() or load_ppo() (it has no .config)")
     norm = getattr(policy, "obs_normalizer", None)
-    spec = {"class": type(policy).__name__, "obs_shape": list(policy.obs_shape)}
-    spec["n"] = policy.act_dim if isinstance(policy, GaussianPolicy) else policy.n_actions
-    meta = {"config": asdict(cfg), "policy": spec, "obs_norm": None if norm is None else norm.state_dict(),
+    meta = {"config": asdict(cfg), "policy": _policy_spec(policy), "obs_norm": None if norm is None else norm.state_dict(),
             "extra": extra or {}}
     return save_checkpoint(path, policy, meta=meta)
 
@@ -774,6 +776,17 @@ def evaluate(policy: nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
     return out
 
 
+def fast_mujoco_rendering(env: gym.Env) -> None:
+    """For a MuJoCo ``env`` (no-op otherwise), before its first ``render()``: no multisampling and 1024-pixel
+    shadow maps, about 3x faster per frame with software OpenGL on a CPU.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
+    model = getattr(env.unwrapped, "model", None)
+    if model is not None and hasattr(model, "vis"):
+        model.vis.quality.offsamples, model.vis.quality.shadowsize = 0, 1024
+
+
 def record_video(policy: nn.Module, env_id: str, path: str | os.PathLike, seed: int = 0, max_steps: int = 1000,
                  fps: int | None = None, deterministic: bool = True, render_every: int = 1,
                  fast_render: bool = True) -> dict[str, Any]:
@@ -800,9 +813,8 @@ def record_video(policy: nn.Module, env_id: str, path: str | os.PathLike, seed: 
     path.parent.mkdir(parents=True, exist_ok=True)
     env = _make_eval_env(env_id, policy, render_mode="rgb_array")
     fps = fps or max(1, round((env.metadata.get("render_fps") or 30) / render_every))
-    model = getattr(env.unwrapped, "model", None)
-    if fast_render and model is not None and hasattr(model, "vis"):  # MuJoCo, before the renderer is created
-        model.vis.quality.offsamples, model.vis.quality.shadowsize = 0, 1024
+    if fast_render:
+        fast_mujoco_rendering(env)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
     frames, total, steps = 0, 0.0, 0
     try:

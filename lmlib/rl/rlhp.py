@@ -27,7 +27,7 @@ import torch
 
 from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule,
                            sample_pairs, select_queries, train_reward_model)
-from .ppo import PPOConfig, ppo
+from .ppo import PPOConfig, fast_mujoco_rendering, ppo
 
 __all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences",
            "clip_frames", "add_frames", "backflip_reward", "count_backflips"]
@@ -209,8 +209,7 @@ def clip_frames(segment: Segment, width: int = 240, height: int = 240, every: in
     env = gym.make(meta["env_id"], render_mode="rgb_array", width=width, height=height)
     try:
         env.reset(seed=0)
-        model = env.unwrapped.model
-        model.vis.quality.offsamples, model.vis.quality.shadowsize = 0, 1024  # fast software rendering
+        fast_mujoco_rendering(env)
         frames = []
         for qpos, qvel in zip(meta["qpos"][::every], meta["qvel"][::every]):
             env.unwrapped.set_state(qpos, qvel)
@@ -227,13 +226,17 @@ def add_frames(pairs: list[PreferencePair], width: int = 240, height: int = 240,
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
+    fps: dict[str, int] = {}  # render rate per environment id, read once
     for pair in pairs:
         for seg in (pair.left, pair.right):
             if "frames" not in seg.meta:
                 seg.meta["frames"] = clip_frames(seg, width, height, every)
-                env = gym.make(seg.meta["env_id"])
-                seg.meta["fps"] = max(1, round(env.metadata.get("render_fps", 30) / every))
-                env.close()
+                env_id = seg.meta["env_id"]
+                if env_id not in fps:
+                    env = gym.make(env_id)
+                    fps[env_id] = max(1, round(env.metadata.get("render_fps", 30) / every))
+                    env.close()
+                seg.meta["fps"] = fps[env_id]
     return pairs
 
 
