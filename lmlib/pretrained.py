@@ -31,7 +31,8 @@ from .gpt import GPT
 from .tokenizer import CharTokenizer
 
 __all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
-           "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add"]
+           "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add", "preference_results",
+           "preference_video"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
@@ -171,6 +172,40 @@ def agent_results(name: str) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{f} is not valid JSON ({e}); rerun its recipe") from None
     return out
+
+
+def preference_results(prefix: str) -> dict[str, dict[str, Any]]:
+    """The results that ``recipes/preference_agents.py`` wrote (``lmlib/assets/rlhp_<tag>.json``) whose tag starts
+    with ``prefix`` (e.g. ``"hopper_"``, ``"backflip"``), keyed by tag: ``curve`` (true, learned and
+    standard-task returns per episode), ``labels`` (labels asked over time, the reward model's
+    agreement with the true reward), ``eval``, ``train_seconds``, ``command``...
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    files = sorted(ASSETS.glob(f"rlhp_{prefix}*.json"))
+    if not files:
+        raise FileNotFoundError(f"no results rlhp_{prefix}*.json in {ASSETS}; make them with "
+                                f"`python recipes/preference_agents.py hopper --labels 700`")
+    out = {}
+    for f in files:
+        try:
+            out[f.stem[len("rlhp_"):]] = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f} is not valid JSON ({e}); rerun its recipe") from None
+    return out
+
+
+def preference_video(tag: str) -> Path | None:
+    """The video of the agent of ``recipes/preference_agents.py`` run ``tag`` (``lmlib/assets/rlhp_<tag>.mp4``,
+    recorded with ``--video``) after checking its SHA-256 against the manifest, or ``None`` if that run
+    shipped no video.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    from ._io import verify_sha256  # noqa: PLC0415
+
+    path = ASSETS / f"rlhp_{tag}.mp4"
+    return verify_sha256(path, manifest_sha256(path.name)) if path.exists() else None
 
 
 def agent_video(name: str) -> Path:

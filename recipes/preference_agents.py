@@ -48,7 +48,7 @@ from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy  # 
 from lmlib.rl.rlhp import (PreferenceRLConfig, backflip_reward, count_backflips,  # noqa: E402
                            ppo_from_preferences)
 
-BACKFLIP_ENV = {"terminate_when_unhealthy": False}
+NO_TERMINATION = {"terminate_when_unhealthy": False}
 
 
 def _evaluate(policy, env_kwargs: dict, episodes: int, seed: int = 10_000) -> dict:
@@ -83,12 +83,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--noise", type=float, default=0.0, help="probability that the rater answers at random")
     ap.add_argument("--ensemble", type=int, default=3)
     ap.add_argument("--segment", type=int, default=50, help="clip length in steps")
+    ap.add_argument("--keep-termination", action="store_true",
+                    help="hopper: keep the standard termination at a fall (the failure the chapter shows)")
+    ap.add_argument("--label-until", type=float, default=1.0,
+                    help="ask every label within this fraction of the run, then freeze the reward model")
     ap.add_argument("--assets", default=str(ROOT / "lmlib" / "assets"))
     ap.add_argument("--eval-episodes", type=int, default=10)
+    ap.add_argument("--video", action="store_true", help="also record the agent (rlhp_<tag>.mp4)")
+    ap.add_argument("--video-steps", type=int, default=400)
     ap.add_argument("--log-every", type=int, default=10)
     args = ap.parse_args(argv)
 
-    env_kwargs = BACKFLIP_ENV if args.experiment.startswith("backflip") else {}
+    # Christiano et al. remove the termination conditions: ending the episode at a fall tells the agent
+    # "staying up is good" for free, and a learned reward with an arbitrary offset makes it "falling is
+    # good" instead. The agent must learn not to fall from the rater's answers alone.
+    env_kwargs = {} if args.keep_termination else NO_TERMINATION
+    eval_kwargs = NO_TERMINATION if args.experiment.startswith("backflip") else {}  # hopper: the standard task
     ppo_cfg = PPOConfig.mujoco("Hopper-v5", total_timesteps=args.steps, seed=args.seed)
     t0 = time.perf_counter()
     if args.experiment == "backflip-direct":
@@ -100,14 +110,17 @@ def main(argv: list[str] | None = None) -> dict:
         variant = "" if args.query == "disagreement" else f"_{args.query}"
         variant += f"_noise{args.noise:g}" if args.noise else ""
         variant += f"_k{args.ensemble}" if args.ensemble != 3 else ""
-        tag = f"{args.experiment}_{args.labels}{variant}_s{args.seed}"
+        variant += f"_until{args.label_until:g}" if args.label_until < 1 else ""
+        variant += f"_seg{args.segment}" if args.segment != 50 else ""
+        name = args.experiment + ("-term" if args.keep_termination else "")
+        tag = f"{name}_{args.labels}{variant}_s{args.seed}"
         if args.experiment == "backflip":
             rater = SyntheticRater(reward_fn=lambda seg: backflip_reward(seg.obs, seg.actions), noise=args.noise,
                                    rng=args.seed)
         else:
             rater = SyntheticRater(noise=args.noise, rng=args.seed)
         cfg = PreferenceRLConfig(total_labels=args.labels, segment_length=args.segment, ensemble_size=args.ensemble,
-                                 query_method=args.query, seed=args.seed)
+                                 query_method=args.query, labelling_fraction=args.label_until, seed=args.seed)
         policy, ensemble, hist = ppo_from_preferences("Hopper-v5", ppo_cfg, rater, cfg, log_every=args.log_every,
                                                       env_kwargs=env_kwargs)
         ds = hist.pop("dataset")
@@ -115,14 +128,16 @@ def main(argv: list[str] | None = None) -> dict:
                  "rlhp_config": hist.pop("rlhp_config"), "answers": {"trained_on": len(ds), "cant_tell": len(ds.skipped),
                                                                       "mu": ds.mu}}
     wall = time.perf_counter() - t0
-    ev = _evaluate(policy, env_kwargs, args.eval_episodes)
+    ev = _evaluate(policy, eval_kwargs, args.eval_episodes)
     steps = hist["global_step"][-1]
-    late = [r for s, r in zip(hist["episode_step"], hist["episode_return"]) if s > steps - steps // 20]
+    # the true return as the standard Hopper-v5 counts it (up to the first fall), comparable with Chapter 10's agents
+    true = hist["episode_return"] if args.experiment.startswith("backflip") else hist["standard_episode_return"]
+    late = [r for s, r in zip(hist["episode_step"], true) if s > steps - steps // 20]
     result = {
         "experiment": args.experiment, "tag": tag, "seed": args.seed, "steps": steps, "train_seconds": wall,
-        "ppo_config": asdict(replace(ppo_cfg)), "env_kwargs": env_kwargs,
-        "curve": {"episode_step": hist["episode_step"], "true_return": hist["episode_return"],
-                  "model_return": hist["model_episode_return"]},
+        "ppo_config": asdict(replace(ppo_cfg)), "env_kwargs": env_kwargs, "eval_env_kwargs": eval_kwargs,
+        "curve": {"episode_step": hist["episode_step"], "true_return": true,
+                  "return_without_termination": hist["episode_return"], "model_return": hist["model_episode_return"]},
         "final_true_return": float(np.mean(late)) if late else None, "eval": ev, **extra,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__}, 1 thread",
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
@@ -135,6 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
     out = assets / f"rlhp_{tag}.safetensors"
     export_policy(policy, out, extra={"tag": tag, "env_kwargs": env_kwargs})
     manifest_add(out, result["command"])
+    if args.video:  # the agent at work, on the task it trained on (the backflip Hopper never stops early)
+        video = out.with_suffix(".mp4")
+        from lmlib.rl.ppo import record_video  # noqa: PLC0415
+        record_video(policy, "Hopper-v5", video, seed=0, max_steps=args.video_steps, render_every=2,
+                     env_kwargs=env_kwargs)
+        manifest_add(video, result["command"])
     print(f"[{tag}] {steps:,} steps in {wall / 60:.1f} min; true return, last 5%: {result['final_true_return']}; "
           f"eval true return {ev['mean_true_return']:.0f}, backflips {ev['mean_backflips']:.1f}", flush=True)
     return result

@@ -9,7 +9,7 @@ import torch
 from lmlib.preferences import PreferencePair, RewardEnsemble, Segment, SyntheticRater
 from lmlib.rl.ppo import PPOConfig
 from lmlib.rl.rlhp import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, add_frames, clip_frames,
-                           ppo_from_preferences, reward_agreement)
+                           collect_clips, ppo_from_preferences, reward_agreement)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,6 +36,43 @@ def test_segment_recorder_keeps_mujoco_states():
         env.step(env.action_space.sample() * 0)
     assert sink[0].meta["qpos"].shape == (5, 6) and sink[0].meta["qvel"].shape == (5, 6)
     assert sink[0].meta["env_id"] == "Hopper-v5"
+
+
+def test_standard_return_is_what_the_terminating_task_pays():
+    """Without termination, SegmentRecorder's standard return equals the standard Hopper's return on the same actions."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (1000, 3))
+    env = gym.make("Hopper-v5")
+    env.reset(seed=3)
+    standard, steps = 0.0, 0
+    for a in actions:
+        _, r, term, trunc, _ = env.step(a)
+        standard, steps = standard + r, steps + 1
+        if term or trunc:
+            break
+    assert term and steps < 1000  # random actions fall
+    rec = SegmentRecorder(gym.make("Hopper-v5", terminate_when_unhealthy=False), [], 50)
+    rec.reset(seed=3)
+    total = 0.0
+    for t, a in enumerate(actions):
+        _, r, term, trunc, info = rec.step(a)
+        total += r
+        assert "standard_episode_return" not in info or term or trunc
+    assert trunc and not term and t == 999
+    assert info["standard_episode_return"] == pytest.approx(standard, abs=1e-9)
+    assert total != pytest.approx(standard)  # the steps on the floor are paid differently
+
+
+def test_collect_clips_from_a_policy_or_at_random():
+    clips = collect_clips(None, "Hopper-v5", episodes=1, segment_length=50, seed=1,
+                          env_kwargs={"terminate_when_unhealthy": False}, source="random")
+    assert len(clips) == 20 and all(len(c) == 50 and c.meta["source"] == "random" for c in clips)
+    again = collect_clips(None, "Hopper-v5", episodes=1, segment_length=50, seed=1,
+                          env_kwargs={"terminate_when_unhealthy": False})
+    assert np.array_equal(clips[3].actions, again[3].actions)  # seeded
+    with pytest.raises(ValueError, match="episodes"):
+        collect_clips(None, episodes=0)
+    with pytest.raises(ValueError, match="continuous"):
+        collect_clips(None, "CartPole-v1")
 
 
 def test_ensemble_reward_matches_the_ensemble():
@@ -74,6 +111,16 @@ def test_the_loop_asks_on_schedule_and_trains_the_ensemble():
     assert all(0.0 <= a <= 1.0 for a in h["agreement"])
     assert len(h["true_episode_return"]) == len(h["model_episode_return"]) > 0
     assert isinstance(ens, RewardEnsemble) and len(ens) == 2
+
+
+def test_labels_stop_after_the_labelling_fraction():
+    ppo_cfg = PPOConfig.mujoco("Pendulum-v1", total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=1)
+    cfg = PreferenceRLConfig(total_labels=10, segment_length=20, ensemble_size=2, reward_epochs=2,
+                             labelling_fraction=0.5)
+    _, _, h = ppo_from_preferences("Pendulum-v1", ppo_cfg, SyntheticRater(), cfg, agreement_pairs=0)
+    assert h["labels"][-1] == 10 and max(h["label_step"]) <= 512  # all asked in the first half, then frozen
+    with pytest.raises(ValueError, match="labelling_fraction"):
+        PreferenceRLConfig(labelling_fraction=0.0).check()
 
 
 def test_clear_errors():
@@ -134,11 +181,34 @@ def test_preference_recipe_smoke(tmp_path):
     from lmlib._io import sha256_file
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, str(root / "recipes" / "preference_agents.py"), "hopper", "--labels", "12",
-                        "--steps", "2048", "--assets", str(tmp_path), "--eval-episodes", "1", "--segment", "20"],
+                        "--steps", "2048", "--assets", str(tmp_path), "--eval-episodes", "1", "--segment", "20",
+                        "--video", "--video-steps", "10"],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, MUJOCO_GL="egl"))
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((tmp_path / "rlhp_hopper_12_s1.json").read_text())
+    res = json.loads((tmp_path / "rlhp_hopper_12_seg20_s1.json").read_text())
     assert res["labels"]["labels"][-1] == 12 and res["steps"] == 2048
     assert len(res["curve"]["true_return"]) == len(res["curve"]["model_return"]) > 0
     manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
-    assert manifest["rlhp_hopper_12_s1.safetensors"]["sha256"] == sha256_file(tmp_path / "rlhp_hopper_12_s1.safetensors")
+    for name in ("rlhp_hopper_12_seg20_s1.safetensors", "rlhp_hopper_12_seg20_s1.mp4"):
+        assert manifest[name]["sha256"] == sha256_file(tmp_path / name)
+    # trained without termination, reported as the standard task would pay, evaluated on the standard task
+    assert res["env_kwargs"] == {"terminate_when_unhealthy": False} and res["eval_env_kwargs"] == {}
+    assert len(res["curve"]["true_return"]) == len(res["curve"]["return_without_termination"]) == 2  # 2 x 1000 steps
+
+
+def test_shipped_preference_results_are_complete():
+    """Every rlhp_<tag>.json that ships has what chapter 11 reads, and its policy/video match the manifest."""
+    from lmlib.pretrained import ASSETS, manifest_sha256, preference_results, preference_video
+    from lmlib._io import sha256_file
+    results = preference_results("")
+    assert "hopper-term_700_s1" in results
+    for tag, r in results.items():
+        assert {"curve", "eval", "labels", "rlhp_config", "command", "train_seconds", "steps"} <= set(r), tag
+        assert len(r["curve"]["episode_step"]) == len(r["curve"]["true_return"]) > 0, tag
+        policy = ASSETS / f"rlhp_{tag}.safetensors"
+        if policy.exists():
+            assert sha256_file(policy) == manifest_sha256(policy.name), tag
+        video = preference_video(tag)
+        assert video is None or video.stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="preference_agents.py"):
+        preference_results("no-such-experiment")

@@ -187,7 +187,8 @@ def _register_atari() -> None:
     gym.register_envs(ale_py)
 
 
-def make_env(env_id: str, kind: str = "auto", train: bool = True, render_mode: str | None = None) -> gym.Env:
+def make_env(env_id: str, kind: str = "auto", train: bool = True, render_mode: str | None = None,
+             env_kwargs: dict | None = None) -> gym.Env:
     """One environment ``env_id`` with the wrappers of its kind, ``RecordEpisodeStatistics`` innermost.
 
     Atari (``kind="atari"``, or an ALE id with ``"auto"``): ``AtariPreprocessing``
@@ -197,7 +198,8 @@ def make_env(env_id: str, kind: str = "auto", train: bool = True, render_mode: s
     for games with FIRE; ``FrameStackObservation(4)``: observations ``(4, 84, 84)`` uint8.
     The episode statistics sit below all of this, so they count the real game score.
     Other kinds: the environment itself (normalisation and action clipping are done by
-    :func:`ppo` on the whole vector batch).
+    :func:`ppo` on the whole vector batch), made with ``env_kwargs`` (e.g.
+    ``{"terminate_when_unhealthy": False}``).
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
@@ -219,7 +221,7 @@ def make_env(env_id: str, kind: str = "auto", train: bool = True, render_mode: s
     if env_id not in gym.registry:
         raise ValueError(f"unknown environment id {env_id!r}; use a gymnasium id such as 'CartPole-v1', "
                          f"'Hopper-v5' or 'BreakoutNoFrameskip-v4', or pass a function that makes the env")
-    kwargs = {} if render_mode is None else {"render_mode": render_mode}
+    kwargs = dict(env_kwargs or {}) | ({} if render_mode is None else {"render_mode": render_mode})
     if "mujoco" in str(gym.registry[env_id].entry_point):
         _route_mujoco_warnings()
     return gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, disable_env_checker=True, **kwargs))
@@ -723,19 +725,20 @@ def _record_episodes(history: dict, infos: dict, global_step: int) -> None:
             history["episode_step"].append(global_step)
             history["episode_return"].append(float(stats["r"][i]))
             history["episode_length"].append(int(stats["l"][i]))
-    for key in ("true_episode_return", "model_episode_return"):
-        got = _final_info(infos, key)
-        if got is not None:
-            history[key].extend(float(v) for v in got[0][got[1]])
+    fi = infos.get("final_info") or {}
+    for key in [k for k in fi if k.endswith("_episode_return") and not k.startswith("_")]:
+        got = _final_info(infos, key)  # true/model returns (RewardModelWrapper), and any wrapper's own
+        history.setdefault(key, []).extend(float(v) for v in got[0][got[1]])
 
 
 # ----------------------------------------------------------------------------- evaluation and video
 
 
-def _make_eval_env(env_id: str, policy: nn.Module, render_mode: str | None = None) -> gym.Env:
+def _make_eval_env(env_id: str, policy: nn.Module, render_mode: str | None = None,
+                   env_kwargs: dict | None = None) -> gym.Env:
     cfg = getattr(policy, "config", None)
     kind = cfg.env_kind if cfg is not None and cfg.env_id == env_id else "auto"
-    env = make_env(env_id, kind, train=False, render_mode=render_mode)
+    env = make_env(env_id, kind, train=False, render_mode=render_mode, env_kwargs=env_kwargs)
     _check_policy(policy, env.action_space)
     return env
 
@@ -789,7 +792,7 @@ def fast_mujoco_rendering(env: gym.Env) -> None:
 
 def record_video(policy: nn.Module, env_id: str, path: str | os.PathLike, seed: int = 0, max_steps: int = 1000,
                  fps: int | None = None, deterministic: bool = True, render_every: int = 1,
-                 fast_render: bool = True) -> dict[str, Any]:
+                 fast_render: bool = True, env_kwargs: dict | None = None) -> dict[str, Any]:
     """Play one episode (at most ``max_steps`` steps) and write it as an mp4 with imageio; return a summary.
 
     The file is written to a temporary name and renamed, so ``path`` is never a
@@ -799,6 +802,7 @@ def record_video(policy: nn.Module, env_id: str, path: str | os.PathLike, seed: 
     MuJoCo renders headless when ``MUJOCO_GL=egl`` is set before ``mujoco`` is
     first imported; on a CPU (software OpenGL) ``fast_render`` turns off
     multisampling and uses 1024-pixel shadow maps, about 3x faster per frame.
+    ``env_kwargs`` go to ``gym.make`` (a Hopper that does not end its episode when it falls).
     Returns ``{"path", "frames", "return", "steps"}``.
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
@@ -811,7 +815,7 @@ def record_video(policy: nn.Module, env_id: str, path: str | os.PathLike, seed: 
     if path.suffix != ".mp4":
         raise ValueError(f"record_video writes mp4 files, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    env = _make_eval_env(env_id, policy, render_mode="rgb_array")
+    env = _make_eval_env(env_id, policy, render_mode="rgb_array", env_kwargs=env_kwargs)
     fps = fps or max(1, round((env.metadata.get("render_fps") or 30) / render_every))
     if fast_render:
         fast_mujoco_rendering(env)

@@ -27,9 +27,10 @@ import torch
 
 from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule,
                            sample_pairs, select_queries, train_reward_model)
-from .ppo import PPOConfig, fast_mujoco_rendering, ppo
+from .ppo import PPOConfig, _obs_for_policy, act, fast_mujoco_rendering, ppo
 
-__all__ = ["PreferenceRLConfig", "SegmentRecorder", "EnsembleReward", "reward_agreement", "ppo_from_preferences",
+__all__ = ["PreferenceRLConfig", "SegmentRecorder", "collect_clips", "EnsembleReward", "reward_agreement",
+           "ppo_from_preferences",
            "clip_frames", "add_frames", "backflip_reward", "count_backflips"]
 
 
@@ -45,6 +46,8 @@ class PreferenceRLConfig:
     (``query_method="disagreement"``), or one is drawn at random (``"random"``, the
     paper's baseline). After each batch of answers the ensemble of ``ensemble_size`` MLPs
     (``hidden`` units) trains ``reward_epochs`` more epochs on all answers so far.
+    ``labelling_fraction`` < 1 asks every label within that first fraction of the run and then
+    freezes the reward model (the reward-hacking experiment: nobody checks the late behaviour).
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
@@ -62,12 +65,15 @@ class PreferenceRLConfig:
     reward_batch_size: int = 32
     epsilon: float = 0.1
     pool_size: int = 2000
+    labelling_fraction: float = 1.0
     seed: int = 0
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
         if self.total_labels < 2:
             raise ValueError(f"total_labels must be >= 2 (a reward model needs two answers), got {self.total_labels}")
+        if not 0.0 < self.labelling_fraction <= 1.0:
+            raise ValueError(f"labelling_fraction must be in (0, 1], got {self.labelling_fraction}")
         if self.segment_length < 2:
             raise ValueError(f"segment_length must be >= 2, got {self.segment_length}")
         if self.query_method not in ("disagreement", "random"):
@@ -86,6 +92,12 @@ class SegmentRecorder(gym.Wrapper):
     can be re-rendered later for a human rater. The last, shorter piece of an episode becomes a
     clip too if it has at least ``length // 2`` steps (a fall is worth showing).
 
+    For environments with a notion of health (Hopper, Walker2d, Ant: ``env.unwrapped.is_healthy``),
+    ``info["standard_episode_return"]`` at the end of each episode is the return up to the first
+    unhealthy step: what the standard environment, which ends the episode at the first fall, pays
+    for the same steps. It makes agents trained with ``terminate_when_unhealthy=False`` comparable
+    with agents trained on the standard task.
+
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
 
@@ -95,6 +107,7 @@ class SegmentRecorder(gym.Wrapper):
             raise ValueError(f"SegmentRecorder needs vector observations, got {env.observation_space}")
         self.sink, self.length = sink, int(length)
         self._mujoco = hasattr(env.unwrapped, "data") and hasattr(env.unwrapped.data, "qpos")
+        self._health = hasattr(env.unwrapped, "is_healthy")
         self._clear()
         self._obs = None
 
@@ -105,6 +118,7 @@ class SegmentRecorder(gym.Wrapper):
         obs, info = self.env.reset(**kwargs)
         self._clear()
         self._obs, self._t = obs, 0
+        self._standard_return, self._fallen = 0.0, False
         return obs, info
 
     def step(self, action):
@@ -116,6 +130,12 @@ class SegmentRecorder(gym.Wrapper):
         self._steps["actions"].append(np.asarray(action, np.float32).reshape(-1))
         self._steps["rewards"].append(float(reward))
         self._obs, self._t = obs, self._t + 1
+        if self._health:
+            if not self._fallen:  # the standard task pays the step of the fall, then ends the episode
+                self._standard_return += float(reward)
+                self._fallen = not self.env.unwrapped.is_healthy
+            if terminated or truncated:
+                info = {**info, "standard_episode_return": self._standard_return}
         n = len(self._steps["obs"])
         if n == self.length or ((terminated or truncated) and n >= max(2, self.length // 2)):
             self._emit()
@@ -131,6 +151,53 @@ class SegmentRecorder(gym.Wrapper):
             meta["qpos"], meta["qvel"] = np.stack(s["qpos"]), np.stack(s["qvel"])
         self.sink.append(Segment(np.stack(s["obs"]), np.stack(s["actions"]), np.asarray(s["rewards"]), meta))
         self._clear()
+
+
+def collect_clips(
+    policy: torch.nn.Module | None,
+    env_id: str = "Hopper-v5",
+    episodes: int = 1,
+    segment_length: int = 50,
+    action_noise: float = 0.0,
+    deterministic: bool = True,
+    seed: int = 0,
+    env_kwargs: dict | None = None,
+    source: str = "",
+) -> list[Segment]:
+    """Run ``policy`` (a PPO policy of Chapter 10; ``None`` acts uniformly at random) for ``episodes`` episodes
+    and return their clips, cut by :class:`SegmentRecorder`.
+
+    ``action_noise`` adds Gaussian noise of that std to each action before clipping, a cheap way to
+    get behaviour of every quality from one good agent. Each clip's ``meta["source"]`` is ``source``.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    if episodes < 1 or action_noise < 0:
+        raise ValueError(f"need episodes >= 1 and action_noise >= 0, got {episodes}, {action_noise}")
+    clips: list[Segment] = []
+    env = SegmentRecorder(gym.make(env_id, **dict(env_kwargs or {})), clips, segment_length)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(f"collect_clips needs continuous actions, got {env.action_space}")
+    low, high = env.action_space.low, env.action_space.high
+    rng = np.random.default_rng(seed)
+    try:
+        for k in range(episodes):
+            o, _ = env.reset(seed=seed + k)
+            done = False
+            while not done:
+                if policy is None:
+                    a = rng.uniform(low, high)
+                else:
+                    with torch.inference_mode():
+                        a = act(policy, _obs_for_policy(policy, np.asarray(o)[None]), deterministic)[0].numpy()
+                a = np.clip(a + action_noise * rng.standard_normal(a.shape), low, high)
+                o, _, terminated, truncated, _ = env.step(a)
+                done = terminated or truncated
+    finally:
+        env.close()
+    for c in clips:
+        c.meta["source"] = source
+    return clips
 
 
 class EnsembleReward:
@@ -292,8 +359,9 @@ def ppo_from_preferences(
     rng = np.random.default_rng(cfg.seed)
     ensemble = RewardEnsemble.of_mlps(cfg.ensemble_size, seed=cfg.seed, in_dim=obs_dim + act_dim, hidden=cfg.hidden)
     last_step = ppo_cfg.num_iterations * ppo_cfg.batch_size  # PPO stops at whole iterations, short of total_timesteps
-    schedule = label_schedule(cfg.total_labels, last_step, cfg.initial_fraction,
-                              tau=max(1.0, cfg.tau_fraction * last_step))
+    label_steps = max(1, int(cfg.labelling_fraction * last_step))
+    schedule = label_schedule(cfg.total_labels, label_steps, cfg.initial_fraction,
+                              tau=max(1.0, cfg.tau_fraction * label_steps))
     pool: list[Segment] = []
     dataset = PreferenceDataset()
     log: dict[str, list] = {"label_step": [], "labels": [], "rm_accuracy": [], "agreement": [], "label_seconds": []}
