@@ -367,7 +367,12 @@ class LabelingWidget:
         self._shown_at = time.monotonic()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        show = getattr(self.widget, "_repr_mimebundle_", None)
+        if show is not None:  # ipywidgets 8
+            bundle = show(**kwargs) or {}
+        else:  # ipywidgets 7 (Colab's) displays widgets through _ipython_display_ with this bundle
+            bundle = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                                    "model_id": self.widget.model_id}}
         bundle["text/plain"] = repr(self)
         return bundle
 
