@@ -4,13 +4,15 @@
     .venv/bin/python recipes/preference_agents.py hopper --labels 700 --query random # ablation: random queries
     .venv/bin/python recipes/preference_agents.py hopper --labels 700 --noise 0.1    # ablation: a noisy rater
     .venv/bin/python recipes/preference_agents.py hopper --labels 700 --ensemble 1   # ablation: no ensemble
+    .venv/bin/python recipes/preference_agents.py hopper-true                        # PPO on the true reward, same env
     .venv/bin/python recipes/preference_agents.py backflip --labels 900              # experiment 2
     .venv/bin/python recipes/preference_agents.py backflip-direct                    # PPO on the hand-written reward
     .venv/bin/python recipes/preference_agents.py hopper --labels 40 --steps 8192 --assets /tmp/a   # a smoke test
 
 ``hopper`` learns Hopper-v5 from a :class:`~lmlib.preferences.SyntheticRater` that prefers the clip
 with the higher true return (the PPO baseline on the true reward is Chapter 10's
-``recipes/ppo_agents.py hopper``, same settings and steps). ``backflip`` uses a rater whose
+``recipes/ppo_agents.py hopper``, same settings and steps); ``hopper-true`` is PPO on the true
+reward in the environment the preference runs use (no termination at a fall), the paper's baseline. ``backflip`` uses a rater whose
 "true" reward is the hand-written backflip function (:func:`lmlib.rl.rlhp.backflip_reward`), on a
 Hopper that does not end its episode when it falls over; ``backflip-direct`` trains PPO on that
 function itself. The recipe writes ``lmlib/assets/rlhp_<tag>.json`` (true and learned returns per
@@ -45,10 +47,17 @@ from lmlib._io import atomic_write_text  # noqa: E402
 from lmlib.pretrained import manifest_add  # noqa: E402
 from lmlib.preferences import SyntheticRater  # noqa: E402
 from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy  # noqa: E402
-from lmlib.rl.rlhp import (PreferenceRLConfig, backflip_reward, count_backflips,  # noqa: E402
+from lmlib.rl.rlhp import (PreferenceRLConfig, SegmentRecorder, backflip_reward, count_backflips,  # noqa: E402
                            ppo_from_preferences)
 
 NO_TERMINATION = {"terminate_when_unhealthy": False}
+
+
+class _Discard(list):
+    """A clip sink that keeps nothing (PPO on the true reward needs no clips)."""
+
+    def append(self, item) -> None:  # noqa: D102
+        pass
 
 
 def _evaluate(policy, env_kwargs: dict, episodes: int, seed: int = 10_000) -> dict:
@@ -75,7 +84,7 @@ def _evaluate(policy, env_kwargs: dict, episodes: int, seed: int = 10_000) -> di
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiment", choices=["hopper", "backflip", "backflip-direct"])
+    ap.add_argument("experiment", choices=["hopper", "hopper-true", "backflip", "backflip-direct"])
     ap.add_argument("--labels", type=int, default=700)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=1_000_000)
@@ -106,6 +115,11 @@ def main(argv: list[str] | None = None) -> dict:
         policy, hist = ppo(lambda: gym.make("Hopper-v5", **env_kwargs), ppo_cfg,
                            reward_fn=lambda o, a, o2: float(backflip_reward(o, a)[0]), log_every=args.log_every)
         extra: dict = {}
+    elif args.experiment == "hopper-true":  # the paper's baseline: RL on the true reward, in the same environment
+        tag = f"hopper-true_s{args.seed}"
+        policy, hist = ppo(lambda: SegmentRecorder(gym.make("Hopper-v5", **env_kwargs), _Discard(), args.segment),
+                           ppo_cfg, log_every=args.log_every)  # SegmentRecorder only for the standard return
+        extra = {}
     else:
         variant = "" if args.query == "disagreement" else f"_{args.query}"
         variant += f"_noise{args.noise:g}" if args.noise else ""

@@ -470,7 +470,8 @@ def ppo(
 
     Args:
         env: a gymnasium id (default ``cfg.env_id``) or a function returning a new
-            ``gymnasium.Env`` (then ``RecordEpisodeStatistics`` is added around it).
+            ``gymnasium.Env`` (then ``RecordEpisodeStatistics`` is added around it, unless the
+            env has one already, as :func:`make_env`'s do).
         cfg: the hyperparameters (default ``PPOConfig.cartpole()``).
         reward_fn: optional ``reward_fn(obs, action, next_obs) -> float``; each env is
             wrapped in :class:`~lmlib.rl.wrappers.RewardModelWrapper`, so PPO trains on
@@ -512,6 +513,15 @@ def ppo(
         return _train(env, cfg, reward_fn, policy, checkpoint_path, save_every, resume, log_every, callback)
 
 
+def _records_episodes(env: gym.Env) -> bool:
+    """Whether a ``RecordEpisodeStatistics`` is somewhere in ``env``'s chain of wrappers."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
+            return True
+        env = env.env
+    return False
+
+
 def _train(env_spec: EnvSpec, cfg: PPOConfig, reward_fn, policy, checkpoint_path, save_every: int, resume: bool,
            log_every: int, callback) -> tuple[nn.Module, dict[str, Any]]:
     torch.manual_seed(cfg.seed)  # the policy's initial weights and all sampling (rollout actions, minibatch order)
@@ -520,7 +530,9 @@ def _train(env_spec: EnvSpec, cfg: PPOConfig, reward_fn, policy, checkpoint_path
         if isinstance(env_spec, str):
             e = make_env(env_spec, cfg.env_kind)
         else:
-            e = gym.wrappers.RecordEpisodeStatistics(env_spec())
+            e = env_spec()
+            if not _records_episodes(e):  # make_env's envs record the game score below their Atari wrappers
+                e = gym.wrappers.RecordEpisodeStatistics(e)
         return e if reward_fn is None else RewardModelWrapper(e, reward_fn)
 
     envs = SyncVectorEnv([thunk for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.SAME_STEP, copy=False)

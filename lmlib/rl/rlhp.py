@@ -13,6 +13,11 @@ The agent never sees the environment's reward; it is kept in ``info`` (and in ea
 answer. Any callable ``rater(pair) -> "left" | "right" | "equal" | "cant_tell"`` works, so the
 same loop runs with a scripted rater, a hand-written backflip reward, or labels the reader gave.
 
+Atari (the paper's second set of experiments): the reward model stays a small MLP, so each frame
+stack is first turned into a short vector by a *featurizer*, :func:`atari_features` (the last
+frame, average-pooled to 21x21); discrete actions are one-hot. The paper's Atari predictor was a
+convolutional network on the stacked frames; ours sees one down-sampled frame per step.
+
 Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
 """
 from __future__ import annotations
@@ -27,10 +32,12 @@ import torch
 
 from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule,
                            sample_pairs, select_queries, train_reward_model)
-from .ppo import PPOConfig, _obs_for_policy, act, fast_mujoco_rendering, ppo
+from .ppo import PPOConfig, _is_atari, _obs_for_policy, act, fast_mujoco_rendering, make_env, ppo
+
+Featurizer = Callable[[Any], np.ndarray]
 
 __all__ = ["PreferenceRLConfig", "SegmentRecorder", "collect_clips", "EnsembleReward", "reward_agreement",
-           "ppo_from_preferences",
+           "ppo_from_preferences", "atari_features",
            "clip_frames", "add_frames", "backflip_reward", "count_backflips"]
 
 
@@ -48,6 +55,9 @@ class PreferenceRLConfig:
     (``hidden`` units) trains ``reward_epochs`` more epochs on all answers so far.
     ``labelling_fraction`` < 1 asks every label within that first fraction of the run and then
     freezes the reward model (the reward-hacking experiment: nobody checks the late behaviour).
+    ``label_every`` > 1 asks (and refits) only every that many PPO iterations, the labels due
+    in between asked together (and at the last iteration whatever is still due): refitting an
+    ensemble on Atari features costs seconds, too much to do after each of 400 iterations.
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
@@ -66,6 +76,7 @@ class PreferenceRLConfig:
     epsilon: float = 0.1
     pool_size: int = 2000
     labelling_fraction: float = 1.0
+    label_every: int = 1
     seed: int = 0
 
     def check(self) -> None:
@@ -80,6 +91,43 @@ class PreferenceRLConfig:
             raise ValueError(f"query_method must be 'disagreement' or 'random', got {self.query_method!r}")
         if self.candidates_per_query < 1 or self.ensemble_size < 1 or self.pool_size < 2:
             raise ValueError("candidates_per_query and ensemble_size must be >= 1 and pool_size >= 2")
+        if self.label_every < 1:
+            raise ValueError(f"label_every must be >= 1 (PPO iterations between labelling rounds), "
+                             f"got {self.label_every}")
+
+
+def atari_features(obs: Any, pool: int = 4) -> np.ndarray:
+    """Per-step features of an Atari observation for an MLP reward model: the last frame, average-pooled.
+
+    ``obs``: the ``(4, 84, 84)`` uint8 frame stack of :func:`~lmlib.rl.ppo.make_env` (or one
+    ``(84, 84)`` frame). The last frame is averaged over ``pool x pool`` blocks and scaled to
+    ``[0, 1]``: ``(84/pool * 84/pool,)`` float32, ``(441,)`` for ``pool=4``. Christiano et al.
+    fed the whole stack to a convolutional network; one coarse frame keeps the reward model an
+    MLP of Chapter 11 (the bricks, the paddle and the ball stay visible, the ball as a faint dot).
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    x = np.asarray(obs)
+    if x.dtype != np.uint8:
+        raise ValueError(f"atari_features needs uint8 frames (0-255) as make_env returns them, got dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[-1]
+    if x.ndim != 2:
+        raise ValueError(f"atari_features needs a frame stack (C, H, W) or one frame (H, W), got shape {x.shape}")
+    H, W = x.shape
+    if pool < 1 or H % pool or W % pool:
+        raise ValueError(f"pool={pool} must be >= 1 and divide the frame size {H}x{W}")
+    rows = x.reshape(H // pool, pool, W).sum(1, dtype=np.float32)  # sum each block's rows, then its columns:
+    blocks = rows.reshape(H // pool, W // pool, pool).sum(2)         # 2x faster than one sum over axes (1, 3)
+    return (blocks * np.float32(1.0 / (255 * pool * pool))).reshape(-1)
+
+
+def _featurize_checked(featurize: Featurizer, obs: Any) -> np.ndarray:
+    """``featurize(obs)`` as float32 ``(D,)``, with an error that says what came back otherwise."""
+    f = np.asarray(featurize(obs), np.float32)
+    if f.ndim != 1:
+        raise ValueError(f"featurize(obs) must return a 1-D feature vector (D,), got shape {f.shape}")
+    return f
 
 
 class SegmentRecorder(gym.Wrapper):
@@ -98,14 +146,29 @@ class SegmentRecorder(gym.Wrapper):
     for the same steps. It makes agents trained with ``terminate_when_unhealthy=False`` comparable
     with agents trained on the standard task.
 
+    Image observations (Atari) need ``featurize``: each step then stores ``featurize(obs)`` ``(D,)``
+    (e.g. :func:`atari_features`) instead of the observation, and discrete actions are stored
+    one-hot ``(L, n_actions)``; the true rewards are whatever the environment pays (the game score
+    for :func:`~lmlib.rl.ppo.make_env` with ``train=False``). Without ``featurize`` observations are
+    stored as they are, and must be vectors.
+
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
 
-    def __init__(self, env: gym.Env, sink: list, length: int = 50) -> None:
+    def __init__(self, env: gym.Env, sink: list, length: int = 50, featurize: Featurizer | None = None) -> None:
         super().__init__(env)
-        if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-            raise ValueError(f"SegmentRecorder needs vector observations, got {env.observation_space}")
-        self.sink, self.length = sink, int(length)
+        if featurize is None:
+            if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+                raise ValueError(f"SegmentRecorder needs vector observations, got {env.observation_space}; for "
+                                 f"images (Atari) pass featurize=, e.g. lmlib.rl.rlhp.atari_features")
+        elif not callable(featurize):
+            raise TypeError(f"featurize must be callable as featurize(obs) -> (D,) features, "
+                            f"got {type(featurize).__name__}")
+        if int(length) < 1:
+            raise ValueError(f"length must be >= 1 step, got {length}")
+        self.sink, self.length, self.featurize = sink, int(length), featurize
+        discrete = featurize is not None and isinstance(env.action_space, gym.spaces.Discrete)
+        self._one_hot = np.eye(int(env.action_space.n), dtype=np.float32) if discrete else None
         self._mujoco = hasattr(env.unwrapped, "data") and hasattr(env.unwrapped.data, "qpos")
         self._health = hasattr(env.unwrapped, "is_healthy")
         self._clear()
@@ -126,8 +189,14 @@ class SegmentRecorder(gym.Wrapper):
             self._steps["qpos"].append(self.env.unwrapped.data.qpos.copy())
             self._steps["qvel"].append(self.env.unwrapped.data.qvel.copy())
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._steps["obs"].append(np.asarray(self._obs, np.float32))
-        self._steps["actions"].append(np.asarray(action, np.float32).reshape(-1))
+        if self.featurize is None:
+            self._steps["obs"].append(np.asarray(self._obs, np.float32))
+        else:
+            self._steps["obs"].append(_featurize_checked(self.featurize, self._obs))
+        if self._one_hot is None:
+            self._steps["actions"].append(np.asarray(action, np.float32).reshape(-1))
+        else:
+            self._steps["actions"].append(self._one_hot[int(action)])
         self._steps["rewards"].append(float(reward))
         self._obs, self._t = obs, self._t + 1
         if self._health:
@@ -211,11 +280,23 @@ class EnsembleReward:
     statistic changes (PyTorch counts in-place updates), so refitting the ensemble changes
     the reward at once. Other member types go through the ensemble itself.
 
+    The step's input is ``[featurize(obs), action]`` (``featurize`` default: the observation
+    itself), with the action one-hot over ``n_actions`` when that is given (discrete actions,
+    Atari): the same features :class:`SegmentRecorder` stores with the same ``featurize``.
+
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
 
-    def __init__(self, ensemble: RewardEnsemble) -> None:
-        self.ensemble = ensemble
+    def __init__(self, ensemble: RewardEnsemble, featurize: Featurizer | None = None,
+                 n_actions: int | None = None) -> None:
+        if not isinstance(ensemble, RewardEnsemble):
+            raise TypeError(f"EnsembleReward needs a RewardEnsemble, got {type(ensemble).__name__}")
+        if featurize is not None and not callable(featurize):
+            raise TypeError(f"featurize must be callable as featurize(obs) -> (D,), got {type(featurize).__name__}")
+        if n_actions is not None and int(n_actions) < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        self.ensemble, self.featurize = ensemble, featurize
+        self._one_hot = None if n_actions is None else np.eye(int(n_actions))
         self._tensors = list(ensemble.parameters()) + list(ensemble.buffers())
         self._stamp: tuple | None = None
         self._layers: list | None = None
@@ -241,8 +322,20 @@ class EnsembleReward:
         self._std = np.sqrt(e.norm_var.double().numpy() + 1e-8)
         self._layers = layers
 
+    def features(self, obs: Any, action: Any) -> np.ndarray:
+        """The reward model's input for one step, ``(D + A,)`` float64: features of ``obs``, then the action."""
+        o = obs if self.featurize is None else _featurize_checked(self.featurize, obs)
+        if self._one_hot is None:
+            a = np.asarray(action, np.float64).reshape(-1)
+        else:
+            i = int(np.asarray(action).reshape(()))
+            if not 0 <= i < len(self._one_hot):
+                raise ValueError(f"action {i} is out of range for n_actions={len(self._one_hot)}")
+            a = self._one_hot[i]
+        return np.concatenate([np.asarray(o, np.float64).reshape(-1), a])
+
     def __call__(self, obs: Any, action: Any, next_obs: Any) -> float:
-        x = np.concatenate([np.asarray(obs, np.float64).reshape(-1), np.asarray(action, np.float64).reshape(-1)])
+        x = self.features(obs, action)
         if not self._fast:
             with torch.inference_mode():
                 return float(self.ensemble(torch.from_numpy(x).float().view(1, 1, -1)))
@@ -250,6 +343,9 @@ class EnsembleReward:
         if stamp != self._stamp:
             self._refresh()
             self._stamp = stamp
+        if x.shape[0] != self._layers[0][1].shape[1]:
+            raise ValueError(f"the reward model reads {self._layers[0][1].shape[1]} features per step, this step "
+                             f"has {x.shape[0]} (observation features + action); check featurize and n_actions")
         h = x[None, None, :]  # (1, 1, D), broadcast over the K members
         for layer in self._layers:
             if layer[0] == "linear":
@@ -330,6 +426,7 @@ def ppo_from_preferences(
     log_every: int = 0,
     agreement_pairs: int = 200,
     env_kwargs: dict | None = None,
+    featurize: Featurizer | None = None,
 ) -> tuple[torch.nn.Module, RewardEnsemble, dict[str, Any]]:
     """Train ``ppo_cfg``'s PPO agent on ``env_id`` from a rater's answers about pairs of its own clips.
 
@@ -343,19 +440,50 @@ def ppo_from_preferences(
     and ``"rlhp_config"``. ``env_kwargs`` go to ``gym.make`` (e.g. ``terminate_when_unhealthy=False``
     for a Hopper that may flip over).
 
+    Atari ids (e.g. ``"BreakoutNoFrameskip-v4"``, with ``PPOConfig.atari()``) need ``featurize``
+    (:func:`atari_features`). The environment is :func:`~lmlib.rl.ppo.make_env`'s with
+    ``train=False``: frame skip, 84x84 grey, FIRE at reset, 4 stacked frames, but no life-loss
+    episode ends and no reward clipping, so clips and curves count the game score. As in the
+    paper, the agent gets no episode-end signal either: a game over reaches PPO as a time-limit
+    cut (bootstrapped with the value of the last frame), so ending the game early cannot be a way
+    out of a learned reward that is mostly negative. Other discrete-action tasks work with a
+    ``featurize`` too; without one, only continuous actions are accepted.
+
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
     cfg = PreferenceRLConfig() if cfg is None else cfg
     cfg.check()
     if not callable(rater):
         raise TypeError(f"rater must be callable as rater(pair) -> choice, got {type(rater).__name__}")
+    if featurize is not None and not callable(featurize):
+        raise TypeError(f"featurize must be callable as featurize(obs) -> (D,) features, "
+                        f"got {type(featurize).__name__}")
     env_kwargs = dict(env_kwargs or {})
-    probe = gym.make(env_id, **env_kwargs)
-    obs_dim, act_dim = probe.observation_space.shape[0], int(np.prod(probe.action_space.shape or (1,)))
-    probe.close()
-    if not isinstance(probe.action_space, gym.spaces.Box):
-        raise ValueError(f"ppo_from_preferences supports continuous-action (MuJoCo-style) tasks here, "
-                         f"got {probe.action_space}")
+    atari = _is_atari(env_id)
+    if atari and env_kwargs:
+        raise ValueError(f"env_kwargs are not used for Atari ids (make_env builds {env_id}), got {env_kwargs}")
+    if atari and featurize is None:
+        raise ValueError(f"{env_id} has image observations: pass featurize=, e.g. lmlib.rl.rlhp.atari_features")
+
+    def make() -> gym.Env:
+        return _NoEpisodeEnd(make_env(env_id, "atari", train=False)) if atari else gym.make(env_id, **env_kwargs)
+
+    probe = make()
+    try:
+        space = probe.action_space
+        if isinstance(space, gym.spaces.Discrete) and featurize is not None:
+            act_dim, n_actions = int(space.n), int(space.n)
+        elif isinstance(space, gym.spaces.Box):
+            act_dim, n_actions = int(np.prod(space.shape or (1,))), None
+        else:
+            raise ValueError(f"ppo_from_preferences supports continuous-action (MuJoCo-style) tasks, and discrete "
+                             f"ones with a featurize (Atari), got {space}")
+        if featurize is None:
+            obs_dim = probe.observation_space.shape[0]
+        else:
+            obs_dim = _featurize_checked(featurize, probe.reset(seed=cfg.seed)[0]).shape[0]
+    finally:
+        probe.close()
     rng = np.random.default_rng(cfg.seed)
     ensemble = RewardEnsemble.of_mlps(cfg.ensemble_size, seed=cfg.seed, in_dim=obs_dim + act_dim, hidden=cfg.hidden)
     last_step = ppo_cfg.num_iterations * ppo_cfg.batch_size  # PPO stops at whole iterations, short of total_timesteps
@@ -372,7 +500,8 @@ def ppo_from_preferences(
         del pool[: max(0, len(pool) - cfg.pool_size)]  # keep the most recent clips
         step = history["global_step"][-1]
         due = min(schedule.due(step, asked), cfg.total_labels - asked)
-        if due <= 0 or len(pool) < 2:
+        round_now = iteration % cfg.label_every == 0 or iteration == ppo_cfg.num_iterations or asked == 0
+        if due <= 0 or len(pool) < 2 or not round_now:
             return None
         t0 = time.perf_counter()
         candidates = sample_pairs(pool, due * cfg.candidates_per_query, rng)
@@ -400,12 +529,23 @@ def ppo_from_preferences(
                   f"agreement with the true reward {log['agreement'][-1]:.2f}", flush=True)
         return None
 
-    policy, history = ppo(lambda: SegmentRecorder(gym.make(env_id, **env_kwargs), pool, cfg.segment_length), ppo_cfg,
-                          reward_fn=EnsembleReward(ensemble), callback=callback, log_every=log_every)
+    policy, history = ppo(lambda: SegmentRecorder(make(), pool, cfg.segment_length, featurize), ppo_cfg,
+                          reward_fn=EnsembleReward(ensemble, featurize, n_actions), callback=callback,
+                          log_every=log_every)
     history.update(log)
     history["dataset"] = dataset
     history["rlhp_config"] = asdict(cfg)
     return policy, ensemble, history
+
+
+class _NoEpisodeEnd(gym.Wrapper):
+    """Report every episode end as a truncation, which PPO bootstraps (``PPOConfig.bootstrap_truncated``, on in
+    every preset): the agent is not told that the game is over. The environment still resets, and the episode
+    statistics recorded below this wrapper count the game as usual."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, False, bool(terminated or truncated), info
 
 
 # ----------------------------------------------------------------------------- the backflip
