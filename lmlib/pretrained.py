@@ -184,8 +184,9 @@ def preference_results(prefix: str) -> dict[str, dict[str, Any]]:
     """
     files = sorted(ASSETS.glob(f"rlhp_{prefix}*.json"))
     if not files:
-        raise FileNotFoundError(f"no results rlhp_{prefix}*.json in {ASSETS}; make them with "
-                                f"`python recipes/preference_agents.py hopper --labels 700`")
+        raise FileNotFoundError(f"no results rlhp_{prefix}*.json in {ASSETS}; the recipes "
+                                f"recipes/preference_agents.py (Hopper, the backflip) and "
+                                f"recipes/preference_atari.py (Breakout) make them")
     out = {}
     for f in files:
         try:

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--segment", type=int, default=50, help="clip length in steps")
     ap.add_argument("--keep-termination", action="store_true",
                     help="hopper: keep the standard termination at a fall (the failure the chapter shows)")
+    ap.add_argument("--reward-floor", action="store_true",
+                    help="shift the learned reward to be >= 0 on the labelled clips (with --keep-termination)")
     ap.add_argument("--label-until", type=float, default=1.0,
                     help="ask every label within this fraction of the run, then freeze the reward model")
     ap.add_argument("--assets", default=str(ROOT / "lmlib" / "assets"))
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         variant += f"_k{args.ensemble}" if args.ensemble != 3 else ""
         variant += f"_until{args.label_until:g}" if args.label_until < 1 else ""
         variant += f"_seg{args.segment}" if args.segment != 50 else ""
+        variant += "_floor" if args.reward_floor else ""
         name = args.experiment + ("-term" if args.keep_termination else "")
         tag = f"{name}_{args.labels}{variant}_s{args.seed}"
         if args.experiment == "backflip":
@@ -134,11 +137,13 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             rater = SyntheticRater(noise=args.noise, rng=args.seed)
         cfg = PreferenceRLConfig(total_labels=args.labels, segment_length=args.segment, ensemble_size=args.ensemble,
-                                 query_method=args.query, labelling_fraction=args.label_until, seed=args.seed)
+                                 query_method=args.query, labelling_fraction=args.label_until,
+                                 reward_floor=args.reward_floor, seed=args.seed)
         policy, ensemble, hist = ppo_from_preferences("Hopper-v5", ppo_cfg, rater, cfg, log_every=args.log_every,
                                                       env_kwargs=env_kwargs)
         ds = hist.pop("dataset")
-        extra = {"labels": {k: hist[k] for k in ("label_step", "labels", "rm_accuracy", "agreement", "label_seconds")},
+        extra = {"labels": {k: hist[k] for k in ("label_step", "labels", "rm_accuracy", "agreement", "label_seconds",
+                                                 "reward_offset") if k in hist},
                  "rlhp_config": hist.pop("rlhp_config"), "answers": {"trained_on": len(ds), "cant_tell": len(ds.skipped),
                                                                       "mu": ds.mu}}
     wall = time.perf_counter() - t0

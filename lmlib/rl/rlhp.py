@@ -30,8 +30,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment, label_schedule,
-                           sample_pairs, select_queries, train_reward_model)
+from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment,
+                           collate_segments, label_schedule, sample_pairs, select_queries, train_reward_model)
 from .ppo import PPOConfig, _is_atari, _obs_for_policy, act, fast_mujoco_rendering, make_env, ppo
 
 Featurizer = Callable[[Any], np.ndarray]
@@ -55,6 +55,10 @@ class PreferenceRLConfig:
     (``hidden`` units) trains ``reward_epochs`` more epochs on all answers so far.
     ``labelling_fraction`` < 1 asks every label within that first fraction of the run and then
     freezes the reward model (the reward-hacking experiment: nobody checks the late behaviour).
+    ``reward_floor`` shifts the learned reward after every refit so that its smallest value on
+    the labelled clips is 0. Comparisons cannot fix the reward's zero; in a task that ends the
+    episode at a fall, a reward that is never negative makes staying alive never worse than
+    falling (a *survival bias*, as in adversarial imitation, Kostrikov et al. 2019).
     ``label_every`` > 1 asks (and refits) only every that many PPO iterations, the labels due
     in between asked together (and at the last iteration whatever is still due): refitting an
     ensemble on Atari features costs seconds, too much to do after each of 400 iterations.
@@ -77,6 +81,7 @@ class PreferenceRLConfig:
     pool_size: int = 2000
     labelling_fraction: float = 1.0
     label_every: int = 1
+    reward_floor: bool = False
     seed: int = 0
 
     def check(self) -> None:
@@ -301,6 +306,7 @@ class EnsembleReward:
         self._stamp: tuple | None = None
         self._layers: list | None = None
         self._fast = all(isinstance(m, MLPRewardModel) and m.embed is None for m in ensemble.members)
+        self.offset = 0.0  # subtracted from every reward (ppo_from_preferences' reward_floor sets it)
 
     def _refresh(self) -> None:
         layers: list = []
@@ -338,7 +344,7 @@ class EnsembleReward:
         x = self.features(obs, action)
         if not self._fast:
             with torch.inference_mode():
-                return float(self.ensemble(torch.from_numpy(x).float().view(1, 1, -1)))
+                return float(self.ensemble(torch.from_numpy(x).float().view(1, 1, -1))) - self.offset
         stamp = tuple(t._version for t in self._tensors)
         if stamp != self._stamp:
             self._refresh()
@@ -353,7 +359,7 @@ class EnsembleReward:
             else:
                 h = np.where(h > 0, h, layer[1] * h)
         r = h[:, 0, 0]  # (K,)
-        return float(np.mean((r - self._mean) / self._std))
+        return float(np.mean((r - self._mean) / self._std)) - self.offset
 
 
 def clip_frames(segment: Segment, width: int = 240, height: int = 240, every: int = 1) -> np.ndarray:
@@ -495,6 +501,8 @@ def ppo_from_preferences(
     log: dict[str, list] = {"label_step": [], "labels": [], "rm_accuracy": [], "agreement": [], "label_seconds": []}
     asked = 0
 
+    reward = EnsembleReward(ensemble, featurize, n_actions)
+
     def callback(iteration: int, history: dict) -> None:
         nonlocal asked
         del pool[: max(0, len(pool) - cfg.pool_size)]  # keep the most recent clips
@@ -514,6 +522,11 @@ def ppo_from_preferences(
                                      batch_size=cfg.reward_batch_size, seed=int(rng.integers(1 << 31)),
                                      val_fraction=0.0, epsilon=cfg.epsilon)
             log["rm_accuracy"].append(fit["accuracy"][-1])
+            if cfg.reward_floor:
+                with torch.no_grad():
+                    x, mask = collate_segments(dataset.segments())
+                    reward.offset = float(ensemble(x)[mask].min())
+                log.setdefault("reward_offset", []).append(reward.offset)
         else:
             log["rm_accuracy"].append(float("nan"))
         fresh = sample_pairs(pool, agreement_pairs, rng) if agreement_pairs else []
@@ -530,8 +543,7 @@ def ppo_from_preferences(
         return None
 
     policy, history = ppo(lambda: SegmentRecorder(make(), pool, cfg.segment_length, featurize), ppo_cfg,
-                          reward_fn=EnsembleReward(ensemble, featurize, n_actions), callback=callback,
-                          log_every=log_every)
+                          reward_fn=reward, callback=callback, log_every=log_every)
     history.update(log)
     history["dataset"] = dataset
     history["rlhp_config"] = asdict(cfg)
