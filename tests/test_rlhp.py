@@ -1,6 +1,8 @@
 """lmlib.rl.rlhp: clips from experience, the ensemble as PPO's reward, and the whole preference loop (tiny runs)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -121,6 +123,25 @@ def test_labels_stop_after_the_labelling_fraction():
     assert h["labels"][-1] == 10 and max(h["label_step"]) <= 512  # all asked in the first half, then frozen
     with pytest.raises(ValueError, match="labelling_fraction"):
         PreferenceRLConfig(labelling_fraction=0.0).check()
+
+
+def test_reward_floor_makes_the_learned_reward_nonnegative_on_the_labelled_clips():
+    from lmlib.preferences import collate_segments
+    ppo_cfg = PPOConfig.mujoco("Pendulum-v1", total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=1)
+    cfg = PreferenceRLConfig(total_labels=10, segment_length=20, ensemble_size=2, reward_epochs=2, reward_floor=True)
+    _, ens, h = ppo_from_preferences("Pendulum-v1", ppo_cfg, SyntheticRater(), cfg, agreement_pairs=0)
+    assert len(h["reward_offset"]) == len(h["label_step"])  # one shift per refit
+    with torch.no_grad():
+        x, mask = collate_segments(h["dataset"].segments())
+        r = ens(x)[mask]
+    assert h["reward_offset"][-1] == pytest.approx(float(r.min()), abs=1e-5)
+    shifted = EnsembleReward(ens)
+    shifted.offset = h["reward_offset"][-1]
+    step = h["dataset"].segments()[0]
+    assert shifted(step.obs[0], step.actions[0], None) >= -1e-5  # labelled steps are never below zero
+    _, _, plain = ppo_from_preferences("Pendulum-v1", ppo_cfg, SyntheticRater(), replace(cfg, reward_floor=False),
+                                       agreement_pairs=0)
+    assert "reward_offset" not in plain
 
 
 def test_clear_errors():
