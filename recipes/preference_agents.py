@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--segment", type=int, default=50, help="clip length in steps")
     ap.add_argument("--keep-termination", action="store_true",
                     help="hopper: keep the standard termination at a fall (the failure the chapter shows)")
+    ap.add_argument("--blind", action="store_true",
+                    help="hopper: the rater sees only forward speed (blind to falls and effort): a rater's blind spot")
     ap.add_argument("--reward-floor", action="store_true",
                     help="shift the learned reward to be >= 0 on the labelled clips (with --keep-termination)")
     ap.add_argument("--label-until", type=float, default=1.0,
@@ -129,11 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
         variant += f"_until{args.label_until:g}" if args.label_until < 1 else ""
         variant += f"_seg{args.segment}" if args.segment != 50 else ""
         variant += "_floor" if args.reward_floor else ""
+        variant += "_blind" if args.blind else ""
         name = args.experiment + ("-term" if args.keep_termination else "")
         tag = f"{name}_{args.labels}{variant}_s{args.seed}"
         if args.experiment == "backflip":
             rater = SyntheticRater(reward_fn=lambda seg: backflip_reward(seg.obs, seg.actions), noise=args.noise,
                                    rng=args.seed)
+        elif args.blind:  # Hopper's observation 5 is the torso's forward speed (what reward_forward pays)
+            rater = SyntheticRater(reward_fn=lambda seg: seg.obs[:, 5], noise=args.noise, rng=args.seed)
         else:
             rater = SyntheticRater(noise=args.noise, rng=args.seed)
         cfg = PreferenceRLConfig(total_labels=args.labels, segment_length=args.segment, ensemble_size=args.ensemble,

@@ -234,3 +234,21 @@ def test_shipped_preference_results_are_complete():
         assert video is None or video.stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="preference_agents.py"):
         preference_results("no-such-experiment")
+
+
+def test_shipped_results_meet_chapter_11s_goals():
+    """The figures chapter 11 reports, checked from the shipped files (not re-run): Hopper from <= 700 labels
+    within 80% of PPO on the true reward at equal steps, both backflip agents flip, Breakout beats random."""
+    from lmlib.pretrained import agent_results, preference_results
+    ppo = agent_results("hopper")
+    ppo_last5 = np.mean([np.mean(np.asarray(r["curve"]["episode_return"])[np.asarray(r["curve"]["episode_step"])
+                                                                           > 950_000]) for r in ppo])
+    hopper = [r for r in preference_results("hopper").values() if "rlhp_config" in r and r["steps"] > 900_000
+              and r["rlhp_config"]["total_labels"] <= 700]
+    assert max(r["final_true_return"] for r in hopper) >= 0.8 * ppo_last5
+    flips = preference_results("backflip")
+    assert flips["backflip_900_s1"]["eval"]["mean_backflips"] >= 1
+    assert flips["backflip_900_s1"]["answers"]["trained_on"] <= 900
+    assert flips["backflip-direct_s1"]["eval"]["mean_backflips"] >= 1
+    atari = preference_results("breakout")["breakout_700_s1"]
+    assert atari["eval"]["agent"]["mean"] > atari["eval"]["random"]["mean"]
