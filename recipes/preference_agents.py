@@ -1,24 +1,30 @@
 """Train agents from synthetic preferences (Chapter 11): one command per experiment, label budget and seed.
 
-    .venv/bin/python recipes/preference_agents.py hopper --labels 700 --seed 1       # experiment 1
-    .venv/bin/python recipes/preference_agents.py hopper --labels 700 --query random # ablation: random queries
-    .venv/bin/python recipes/preference_agents.py hopper --labels 700 --noise 0.1    # ablation: a noisy rater
-    .venv/bin/python recipes/preference_agents.py hopper --labels 700 --ensemble 1   # ablation: no ensemble
-    .venv/bin/python recipes/preference_agents.py hopper-true                        # PPO on the true reward, same env
-    .venv/bin/python recipes/preference_agents.py backflip --labels 900              # experiment 2
-    .venv/bin/python recipes/preference_agents.py backflip-direct                    # PPO on the hand-written reward
+    F="--keep-termination --reward-floor"     # the Hopper set-up that works (chapter 11, "the zero of a learned reward")
+    .venv/bin/python recipes/preference_agents.py hopper --labels 175 --seed 1 $F    # experiment 1
+    .venv/bin/python recipes/preference_agents.py hopper --labels 700 --seed 1 --keep-termination  # mean-zero reward
+    .venv/bin/python recipes/preference_agents.py hopper --labels 175 --seed 1       # no termination (the paper's)
+    .venv/bin/python recipes/preference_agents.py hopper --labels 700 $F --query random  # ablation: random queries
+    .venv/bin/python recipes/preference_agents.py hopper --labels 700 $F --noise 0.1     # ablation: a noisy rater
+    .venv/bin/python recipes/preference_agents.py hopper --labels 700 $F --ensemble 1    # ablation: no ensemble
+    .venv/bin/python recipes/preference_agents.py hopper --labels 175 $F --label-until 0.1 --steps 300000  # labels stop
+    .venv/bin/python recipes/preference_agents.py hopper --labels 175 $F --blind --steps 300000  # a blind rater
+    .venv/bin/python recipes/preference_agents.py backflip --labels 900 --video --video-steps 1000  # experiment 2
+    .venv/bin/python recipes/preference_agents.py backflip-direct --video --video-steps 1000  # on the hand-written reward
     .venv/bin/python recipes/preference_agents.py hopper --labels 40 --steps 8192 --assets /tmp/a   # a smoke test
 
 ``hopper`` learns Hopper-v5 from a :class:`~lmlib.preferences.SyntheticRater` that prefers the clip
 with the higher true return (the PPO baseline on the true reward is Chapter 10's
-``recipes/ppo_agents.py hopper``, same settings and steps); ``hopper-true`` is PPO on the true
-reward in the environment the preference runs use (no termination at a fall), the paper's baseline. ``backflip`` uses a rater whose
+``recipes/ppo_agents.py hopper``, same settings and steps). By default the Hopper does not end its
+episode at a fall, as in Christiano et al.; ``--keep-termination`` keeps the standard task, and
+``--reward-floor`` shifts the learned reward to be non-negative so that falling never pays. The
+curves report the standard return (up to the first fall) either way. ``backflip`` uses a rater whose
 "true" reward is the hand-written backflip function (:func:`lmlib.rl.rlhp.backflip_reward`), on a
 Hopper that does not end its episode when it falls over; ``backflip-direct`` trains PPO on that
 function itself. The recipe writes ``lmlib/assets/rlhp_<tag>.json`` (true and learned returns per
 episode, the labels asked over time, the reward model's agreement with the true reward, an
-evaluation, times, machine, this command) and the final policy
-``lmlib/assets/rlhp_<tag>.safetensors`` (checksum in ``MANIFEST.json``).
+evaluation, times, machine, this command), the final policy ``lmlib/assets/rlhp_<tag>.safetensors``
+and with ``--video`` its video (checksums in ``MANIFEST.json``).
 
 Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
 """
@@ -47,17 +53,10 @@ from lmlib._io import atomic_write_text  # noqa: E402
 from lmlib.pretrained import manifest_add  # noqa: E402
 from lmlib.preferences import SyntheticRater  # noqa: E402
 from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy  # noqa: E402
-from lmlib.rl.rlhp import (PreferenceRLConfig, SegmentRecorder, backflip_reward, count_backflips,  # noqa: E402
+from lmlib.rl.rlhp import (PreferenceRLConfig, backflip_reward, count_backflips,  # noqa: E402
                            ppo_from_preferences)
 
 NO_TERMINATION = {"terminate_when_unhealthy": False}
-
-
-class _Discard(list):
-    """A clip sink that keeps nothing (PPO on the true reward needs no clips)."""
-
-    def append(self, item) -> None:  # noqa: D102
-        pass
 
 
 def _evaluate(policy, env_kwargs: dict, episodes: int, seed: int = 10_000) -> dict:
@@ -84,7 +83,7 @@ def _evaluate(policy, env_kwargs: dict, episodes: int, seed: int = 10_000) -> di
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiment", choices=["hopper", "hopper-true", "backflip", "backflip-direct"])
+    ap.add_argument("experiment", choices=["hopper", "backflip", "backflip-direct"])
     ap.add_argument("--labels", type=int, default=700)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=1_000_000)
@@ -107,9 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--log-every", type=int, default=10)
     args = ap.parse_args(argv)
 
-    # Christiano et al. remove the termination conditions: ending the episode at a fall tells the agent
-    # "staying up is good" for free, and a learned reward with an arbitrary offset makes it "falling is
-    # good" instead. The agent must learn not to fall from the rater's answers alone.
+    # A learned reward has no zero: with termination at a fall and a mean-zero reward, falling pays where the
+    # reward is negative. Christiano et al. removed the termination (the default here); --keep-termination
+    # with --reward-floor (a never-negative reward) is what made our Hopper hop (chapter 11).
     env_kwargs = {} if args.keep_termination else NO_TERMINATION
     eval_kwargs = NO_TERMINATION if args.experiment.startswith("backflip") else {}  # hopper: the standard task
     ppo_cfg = PPOConfig.mujoco("Hopper-v5", total_timesteps=args.steps, seed=args.seed)
@@ -119,11 +118,6 @@ def main(argv: list[str] | None = None) -> dict:
         policy, hist = ppo(lambda: gym.make("Hopper-v5", **env_kwargs), ppo_cfg,
                            reward_fn=lambda o, a, o2: float(backflip_reward(o, a)[0]), log_every=args.log_every)
         extra: dict = {}
-    elif args.experiment == "hopper-true":  # the paper's baseline: RL on the true reward, in the same environment
-        tag = f"hopper-true_s{args.seed}"
-        policy, hist = ppo(lambda: SegmentRecorder(gym.make("Hopper-v5", **env_kwargs), _Discard(), args.segment),
-                           ppo_cfg, log_every=args.log_every)  # SegmentRecorder only for the standard return
-        extra = {}
     else:
         variant = "" if args.query == "disagreement" else f"_{args.query}"
         variant += f"_noise{args.noise:g}" if args.noise else ""
