@@ -1,4 +1,4 @@
-"""Benchmark: our byte-level BPE (lmlib.tokenizer) against Hugging Face ``tokenizers``.
+"""Benchmark: our byte-level BPE (lmlib.text.tokenizer) against Hugging Face ``tokenizers``.
 
 Run::
 
@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lmlib.data import shakespeare  # noqa: E402
-from lmlib.tokenizer import BPETokenizer, bytes_per_token, pretokenize, train_bpe, train_bpe_simple  # noqa: E402
+from lmlib.text.corpus import shakespeare
+from lmlib.text.tokenizer import BPETokenizer, bytes_per_token, pretokenize, train_bpe, train_bpe_simple
 
 TRAIN_TARGET_S = 2.0  # brief: train vocab 512 on tiny Shakespeare in at most 2 s
 ENCODE_TARGET_MBS = 1.0  # brief: encode at least 1 MB/s

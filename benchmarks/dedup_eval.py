@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmlib._io import atomic_write_text  # noqa: E402
-from lmlib.dedup import (  # noqa: E402
+from lmlib._io import atomic_write_text
+from lmlib.text.dedup import (
     choose_bands,
     exact_dedup,
     jaccard,
@@ -44,7 +42,7 @@ from lmlib.dedup import (  # noqa: E402
     precision_recall,
     shingles,
 )
-from lmlib.quality import JUNK_TYPES, apply_filters, make_noisy_corpus, perturb, shakespeare_documents  # noqa: E402
+from lmlib.text.quality import JUNK_TYPES, apply_filters, make_noisy_corpus, perturb, shakespeare_documents
 
 
 def restrict(pairs: set[tuple[int, int]], keep: list[int]) -> set[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""How fast does the book's GPT train on a CPU? A nanoGPT-equivalent baseline against lmlib.gpt.
+"""How fast does the book's GPT train on a CPU? A nanoGPT-equivalent baseline against lmlib.lm.gpt.
 
 Reference run (nanoGPT's ``shakespeare_char`` recipe, made smaller): character-level tiny
 Shakespeare (64 characters), 4 layers, 4 heads, width 128, context 64, batch 12, dropout 0,
@@ -13,7 +13,7 @@ The trainers run the *same* computation from the *same* initial weights on the *
     CPU: float32, eager, ``F.scaled_dot_product_attention``, the default (for-loop) AdamW,
     one batch at a time in evaluation. nanoGPT leaves the thread count at PyTorch's default
     (2 here); because that stalls on a busy shared machine, the baseline also runs at 1 thread.
-(b) **ours**: :class:`lmlib.gpt.GPT` with the fastest settings found on this machine:
+(b) **ours**: :class:`lmlib.lm.gpt.GPT` with the fastest settings found on this machine:
     fused AdamW, foreach gradient clipping, evaluation under ``inference_mode``, and a
     thread setting chosen *while training*: at every evaluation, two real training steps
     are timed with each candidate ("t1": 1 intra-op thread; "t2": 2 OpenMP threads; "dp2":
@@ -49,7 +49,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -61,10 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from lmlib.gpt import GPT, GPTConfig  # noqa: E402
-from lmlib.train import TrainConfig, get_batch, lr_at  # noqa: E402
+from lmlib.lm.gpt import GPT, GPTConfig
+from lmlib.lm.train import TrainConfig, get_batch, lr_at
 
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's default intra-op thread count on this machine
 
@@ -232,8 +230,8 @@ class Bench:
 
 def load_data() -> tuple[np.ndarray, np.ndarray, int]:
     """tiny Shakespeare as uint16 character ids (like nanoGPT's prepare.py): train, val, vocab size."""
-    from lmlib.data import shakespeare
-    from lmlib.tokenizer import CharTokenizer
+    from lmlib.text.corpus import shakespeare
+    from lmlib.text.tokenizer import CharTokenizer
 
     corpus = shakespeare("tiny")
     tok = CharTokenizer.train(corpus.text, unk_token=None)
@@ -374,9 +372,9 @@ class Baseline(Run):
 
 
 class Ours(Run):
-    """lmlib.gpt.GPT with fused AdamW, foreach clipping, inference-mode evaluation and an adaptive thread setting."""
+    """lmlib.lm.gpt.GPT with fused AdamW, foreach clipping, inference-mode evaluation and an adaptive thread setting."""
 
-    name = "ours (lmlib.gpt)"
+    name = "ours (lmlib.lm.gpt)"
 
     def __init__(self, b: Bench, train: np.ndarray, val: np.ndarray, vocab: int, init_state: dict,
                  modes: list[str], dtype: torch.dtype, compile: bool = False) -> None:

@@ -264,7 +264,7 @@ def save_checkpoint(
 
 def _missing_hint(path: Path) -> str:
     return (
-        "Create it by running the training cell that saves it (lmlib.train.train(..., cfg) with "
+        "Create it by running the training cell that saves it (lmlib.lm.train.train(..., cfg) with "
         f"cfg.ckpt_path={str(path)!r}) or with lmlib.checkpoint.save_checkpoint({str(path)!r}, model.state_dict())."
     )
 

@@ -3,11 +3,11 @@
     .venv/bin/python recipes/book_gpt.py            # the shipped model: 2600 steps, ~25 min on 2 cores
     .venv/bin/python recipes/book_gpt.py --steps 50 --out /tmp/gpt.safetensors   # a smoke test
 
-Training goes through :func:`lmlib.train.train` with a checkpoint every 200 steps in
+Training goes through :func:`lmlib.lm.train.train` with a checkpoint every 200 steps in
 ``runs/book_gpt/`` (interrupt with Ctrl-C and run the same command again: it resumes). At the
-end the model is written with :meth:`lmlib.gpt.GPT.save` to ``lmlib/assets/book_gpt.safetensors``
+end the model is written with :meth:`lmlib.lm.gpt.GPT.save` to ``lmlib/assets/book_gpt.safetensors``
 (safetensors + SHA-256 sidecar), its checksum is recorded in ``lmlib/assets/MANIFEST.json``, and
-:func:`lmlib.pretrained.load_book_gpt` loads it in one line. The metadata keeps everything a
+:func:`lmlib.assets.load_book_gpt` loads it in one line. The metadata keeps everything a
 chapter shows about it: config, training settings, loss history, final validation loss,
 wall time, machine, and a seeded sample.
 
@@ -27,14 +27,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lmlib._io import atomic_write_text, sha256_file  # noqa: E402
-from lmlib.data import shakespeare  # noqa: E402
-from lmlib.gpt import GPT, GPTConfig  # noqa: E402
-from lmlib.pretrained import BOOK_GPT, MANIFEST  # noqa: E402
-from lmlib.tokenizer import CharTokenizer  # noqa: E402
-from lmlib.train import TrainConfig, estimate_loss, make_batch_fn, train  # noqa: E402
+from lmlib._io import atomic_write_text, sha256_file
+from lmlib.text.corpus import shakespeare
+from lmlib.lm.gpt import GPT, GPTConfig
+from lmlib.assets import BOOK_GPT, MANIFEST
+from lmlib.text.tokenizer import CharTokenizer
+from lmlib.lm.train import TrainConfig, estimate_loss, make_batch_fn, train
 
 SPECIAL_TOKENS = ["<|endoftext|>"]  # reserved now (untrained), used by the instruction-tuning chapters
 

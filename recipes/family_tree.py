@@ -3,14 +3,14 @@
     .venv/bin/python recipes/family_tree.py                  # the shipped result (22 CPU-minutes, 15 min wall, on a busy 2-core CPU)
     .venv/bin/python recipes/family_tree.py --quick --out /tmp/ft.json   # a smoke test (quick-mode sizes)
 
-Runs :func:`lmlib.families.run_family_tree` with :data:`lmlib.families.FULL` (2400 steps of
+Runs :func:`lmlib.experiments.family_tree.run_family_tree` with :data:`lmlib.experiments.family_tree.FULL` (2400 steps of
 batch 32 for the BERT-style encoder and the GPT, 400 steps for the two word reversers): the
 "blanks" and "reversal" parts run in two processes (``--jobs 2``, one torch thread each) with the
 same seed, which gives the same numbers as one call with both parts. It also records a few
 examples (the encoder filling blanks, both reversers on unseen words), then writes settings,
 seed, metrics, parameter counts, per-model and total times, machine, threads, torch version,
 UTC time and this command atomically to ``lmlib/assets/family_tree.json``, which
-:func:`lmlib.families.load_family_results` reads and the chapter shows.
+:func:`lmlib.experiments.family_tree.load_family_results` reads and the chapter shows.
 
 Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
 """
@@ -29,10 +29,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lmlib.families import (FULL, RESULTS_PATH, fill_in_the_blank, reverse_words,  # noqa: E402
-                            run_family_tree, save_family_results)
+from lmlib.lm.architectures import fill_in_the_blank, reverse_words
+from lmlib.experiments.family_tree import FULL, RESULTS_PATH, run_family_tree, save_family_results
 
 #: The line the chapter asks the encoder about.
 BLANK_LINE = "To be, or n_t to be: that is th_"

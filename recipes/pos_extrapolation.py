@@ -5,10 +5,10 @@
 
 Trains one small GPT per positional encoding ("none", "learned", "sinusoidal", "alibi", "rope")
 on 64-character windows of Shakespeare (the 9-play "tiny" corpus) with
-:func:`lmlib.extrapolation.run_extrapolation` and the settings :data:`lmlib.extrapolation.FULL`,
+:func:`lmlib.experiments.extrapolation.run_extrapolation` and the settings :data:`lmlib.experiments.extrapolation.FULL`,
 evaluates each at contexts of 64, 128, 256 and 512 characters, and writes everything (settings,
 seed, per-model and total times, machine, torch version, this command) atomically to
-``lmlib/assets/pos_extrapolation.json``, which :func:`lmlib.extrapolation.load_extrapolation_results`
+``lmlib/assets/pos_extrapolation.json``, which :func:`lmlib.experiments.extrapolation.load_extrapolation_results`
 reads and the chapter plots.
 
 Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lmlib.extrapolation import FULL, QUICK, RESULTS_PATH, run_extrapolation, save_extrapolation_results  # noqa: E402
+from lmlib.experiments.extrapolation import FULL, QUICK, RESULTS_PATH, run_extrapolation, save_extrapolation_results
 
 
 def main(argv: list[str] | None = None) -> int:

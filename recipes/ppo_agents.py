@@ -21,7 +21,7 @@ from there after an interruption (``--fresh`` starts over). At the end the recip
   optimizer) to ``lmlib/assets/ppo_<agent>.safetensors``, records one episode of it as
   ``lmlib/assets/ppo_<agent>.mp4`` (seed 0; MuJoCo needs ``MUJOCO_GL=egl``, which the recipe
   sets), and records both SHA-256 digests in ``lmlib/assets/MANIFEST.json``, which
-  :func:`lmlib.pretrained.load_agent` and the chapter check. ``--video-only`` re-records the
+  :func:`lmlib.assets.load_agent` and the chapter check. ``--video-only`` re-records the
   video of the shipped agent without training.
 
 ``hopper-vpg`` is the comparison of Chapter 10: the same trainer and settings, but one gradient
@@ -47,13 +47,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering, before mujoco is imported
 
-from lmlib._io import atomic_write_text  # noqa: E402
-from lmlib.pretrained import manifest_add  # noqa: E402
-from lmlib.rl.ppo import PPOConfig, evaluate, export_policy, load_ppo, ppo, record_video  # noqa: E402
+from lmlib._io import atomic_write_text
+from lmlib.assets import manifest_add
+from lmlib.rl.ppo import PPOConfig, evaluate, export_policy, load_ppo, ppo, record_video
 
 #: agent -> (max_steps, render_every) of its video
 VIDEO = {"hopper": (1000, 2), "halfcheetah": (1000, 2), "hopper-vpg": (1000, 2),

@@ -19,7 +19,7 @@ with the higher true return (the PPO baseline on the true reward is Chapter 10's
 episode at a fall, as in Christiano et al.; ``--keep-termination`` keeps the standard task, and
 ``--reward-floor`` shifts the learned reward to be non-negative so that falling never pays. The
 curves report the standard return (up to the first fall) either way. ``backflip`` uses a rater whose
-"true" reward is the hand-written backflip function (:func:`lmlib.rl.rlhp.backflip_reward`), on a
+"true" reward is the hand-written backflip function (:func:`lmlib.preferences.agent.backflip_reward`), on a
 Hopper that does not end its episode when it falls over; ``backflip-direct`` trains PPO on that
 function itself. The recipe writes ``lmlib/assets/rlhp_<tag>.json`` (true and learned returns per
 episode, the labels asked over time, the reward model's agreement with the true reward, an
@@ -46,14 +46,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lmlib._io import atomic_write_text  # noqa: E402
-from lmlib.pretrained import manifest_add  # noqa: E402
-from lmlib.preferences import SyntheticRater  # noqa: E402
-from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy  # noqa: E402
-from lmlib.rl.rlhp import (PreferenceRLConfig, backflip_reward, count_backflips,  # noqa: E402
+from lmlib._io import atomic_write_text
+from lmlib.assets import manifest_add
+from lmlib.preferences import SyntheticRater
+from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy
+from lmlib.preferences.agent import (PreferenceRLConfig, backflip_reward, count_backflips,
                            ppo_from_preferences)
 
 NO_TERMINATION = {"terminate_when_unhealthy": False}

@@ -10,10 +10,10 @@ The agent is Chapter 10's Atari PPO (``PPOConfig.atari()``: Nature CNN on 4 stac
 normalisation off but *reward* normalisation on (the ensemble's per-step reward has unit std, far
 larger than Breakout's clipped score). A :class:`~lmlib.preferences.SyntheticRater` answers by the
 game score of the two clips (``--segment`` 25 agent steps = 100 frames, 1.7 s of play, as in the
-paper). The reward model is an ensemble of MLPs over :func:`lmlib.rl.rlhp.atari_features` (the last
+paper). The reward model is an ensemble of MLPs over :func:`lmlib.preferences.agent.atari_features` (the last
 frame, pooled to 21x21) plus the one-hot action; the paper used a CNN on the frame stack. As in the
 paper, the agent is not told about lost lives nor about game over (see
-:func:`lmlib.rl.rlhp.ppo_from_preferences`).
+:func:`lmlib.preferences.agent.ppo_from_preferences`).
 
 The recipe writes ``lmlib/assets/rlhp_<tag>.json`` (tag ``breakout_<labels>[_variant]_s<seed>``):
 the game score of every training episode (``curve``), the labels asked over time with the reward
@@ -44,13 +44,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lmlib._io import atomic_write_text  # noqa: E402
-from lmlib.pretrained import manifest_add  # noqa: E402
-from lmlib.preferences import RewardEnsemble, Segment, SyntheticRater, sample_pairs  # noqa: E402
-from lmlib.rl.ppo import PPOConfig, act, export_policy, make_env  # noqa: E402
-from lmlib.rl.rlhp import (PreferenceRLConfig, SegmentRecorder, atari_features, ppo_from_preferences,  # noqa: E402
+from lmlib._io import atomic_write_text
+from lmlib.assets import manifest_add
+from lmlib.preferences import RewardEnsemble, Segment, SyntheticRater, sample_pairs
+from lmlib.rl.ppo import PPOConfig, act, export_policy, make_env
+from lmlib.preferences.agent import (PreferenceRLConfig, SegmentRecorder, atari_features, ppo_from_preferences,
                            reward_agreement)
 
 ENV_ID = "BreakoutNoFrameskip-v4"
@@ -92,7 +91,7 @@ def play(policy: torch.nn.Module | None, episodes: int, seed: int, max_steps: in
 
 
 def agreement(ensemble: RewardEnsemble, clips: list[Segment], pairs: int, seed: int) -> dict:
-    """:func:`~lmlib.rl.rlhp.reward_agreement` on ``pairs`` random pairs of ``clips`` (ties left out; ``None``
+    """:func:`~lmlib.preferences.agent.reward_agreement` on ``pairs`` random pairs of ``clips`` (ties left out; ``None``
     when there are fewer than two clips or every pair ties), with the number of untied pairs it counted."""
     if len(clips) < 2:
         return {"agreement": None, "pairs": 0, "clips": len(clips)}

@@ -1,4 +1,4 @@
-"""lmlib.attention: equal to PyTorch's attention, masks worked by hand, gradients, clear errors, exercises."""
+"""lmlib.lm.attention: equal to PyTorch's attention, masks worked by hand, gradients, clear errors, exercises."""
 import math
 
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lmlib.attention import CausalSelfAttention, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
+from lmlib.lm.attention import CausalSelfAttention, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
 from lmlib.exercises import ExerciseFailed, check
 from lmlib.exercises import ch04
 

@@ -1,4 +1,4 @@
-"""lmlib.attention_viewer: statistics on hand-made attention, figures, the widget driven by its controls, errors."""
+"""lmlib.ui.attention_viewer: statistics on hand-made attention, figures, the widget driven by its controls, errors."""
 import math
 
 import matplotlib
@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lmlib.attention_viewer import (  # noqa: E402
+from lmlib.ui.attention_viewer import (  # noqa: E402
     STATISTICS,
     attention_for_text,
     attention_viewer,
@@ -20,8 +20,8 @@ from lmlib.attention_viewer import (  # noqa: E402
     plot_shaded_text,
     shaded_text_html,
 )
-from lmlib.gpt import GPT, GPTConfig  # noqa: E402
-from lmlib.tokenizer import CharTokenizer  # noqa: E402
+from lmlib.lm.gpt import GPT, GPTConfig  # noqa: E402
+from lmlib.text.tokenizer import CharTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -265,7 +265,7 @@ def test_statistics_stay_in_their_ranges(L, B, H, T, seed, text):
 
 
 def test_the_book_gpt_can_be_viewed():
-    from lmlib.pretrained import load_book_gpt
+    from lmlib.assets import load_book_gpt
 
     model, tok = load_book_gpt()
     maps, tokens, note = attention_for_text(model, tok, "ROMEO:\nBut soft!")

@@ -1,11 +1,11 @@
-"""lmlib.data: the Shakespeare corpus is deterministic, clean, split sensibly, and fails clearly."""
+"""lmlib.text.corpus: the Shakespeare corpus is deterministic, clean, split sensibly, and fails clearly."""
 import importlib.resources
 import sys
 
 import pytest
 
-from lmlib import data
-from lmlib.data import parse_play, shakespeare, split_text
+from lmlib.text import corpus as data
+from lmlib.text.corpus import parse_play, shakespeare, split_text
 
 
 @pytest.mark.parametrize("subset, n_chars, n_distinct", [("all", 4_757_603, 76), ("tiny", 1_183_203, 64)])

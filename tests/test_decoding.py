@@ -1,4 +1,4 @@
-"""lmlib.decoding: logit processors, sampling/greedy/beam search on a tiny bigram table, diversity/quality metrics."""
+"""lmlib.lm.decoding: logit processors, sampling/greedy/beam search on a tiny bigram table, diversity/quality metrics."""
 import itertools
 import math
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlib import decoding as dec
+from lmlib.lm import decoding as dec
 from lmlib.exercises import ExerciseFailed, check
 
 NEG_INF = float("-inf")

@@ -1,4 +1,4 @@
-"""Tests of lmlib.dedup (exact hashing, MinHash, LSH) and the Chapter 2 exercises."""
+"""Tests of lmlib.text.dedup (exact hashing, MinHash, LSH) and the Chapter 2 exercises."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlib.dedup import (
+from lmlib.text.dedup import (
     MERSENNE_PRIME,
     choose_bands,
     estimate_jaccard,
@@ -33,7 +33,7 @@ from lmlib.dedup import (
 )
 import lmlib.exercises.ch02_data  # noqa: F401  registers ch02.jaccard/minhash_signature without importing every chapter
 from lmlib.exercises import ExerciseFailed, check
-from lmlib.quality import make_noisy_corpus, shakespeare_documents
+from lmlib.text.quality import make_noisy_corpus, shakespeare_documents
 
 
 @pytest.fixture(scope="module")

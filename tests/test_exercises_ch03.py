@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises.ch03 import ref_cross_entropy, ref_nearest_neighbours
-from lmlib.nlm import bits_per_char, mlp_forward
+from lmlib.lm.neural import bits_per_char, mlp_forward
 from exercise_support import chapter_exercise_tests, failure
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "03_neural_language_models.md"

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from lmlib.exercises import ch05
-from lmlib.gpt import GPT, GPTConfig
-from lmlib.positional import rope_angles, sinusoidal_encoding
+from lmlib.lm.gpt import GPT, GPTConfig
+from lmlib.lm.positional import rope_angles, sinusoidal_encoding
 from exercise_support import chapter_exercise_tests, failure
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "05_transformers.md"

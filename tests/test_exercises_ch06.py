@@ -6,7 +6,7 @@ import jupytext
 import pytest
 import torch
 
-from lmlib import decoding as dec
+from lmlib.lm import decoding as dec
 from lmlib.exercises import ExerciseFailed, all_exercises, check
 from exercise_support import chapter_exercise_tests, failure
 

@@ -1,4 +1,4 @@
-"""lmlib.extrapolation: result structure, the scoring worked by hand, reproducibility, the shipped JSON,
+"""lmlib.experiments.extrapolation: result structure, the scoring worked by hand, reproducibility, the shipped JSON,
 save/load, the plot, the recipe, clear errors."""
 import importlib.util
 import json
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 matplotlib.use("Agg")
 
 from lmlib._io import sha256_bytes  # noqa: E402
-from lmlib.data import CorpusSplit, split_text  # noqa: E402
-from lmlib.extrapolation import (  # noqa: E402
+from lmlib.text.corpus import CorpusSplit, split_text  # noqa: E402
+from lmlib.experiments.extrapolation import (  # noqa: E402
     FULL,
     RESULTS_PATH,
     evaluate_lengths,
@@ -23,8 +23,8 @@ from lmlib.extrapolation import (  # noqa: E402
     run_extrapolation,
     save_extrapolation_results,
 )
-from lmlib.gpt import GPT, GPTConfig  # noqa: E402
-from lmlib.positional import ContextTooLongError  # noqa: E402
+from lmlib.lm.gpt import GPT, GPTConfig  # noqa: E402
+from lmlib.lm.positional import ContextTooLongError  # noqa: E402
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

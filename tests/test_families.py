@@ -1,4 +1,4 @@
-"""lmlib.families: bidirectional vs causal attention, BERT's masking proportions, cross-attention shapes and
+"""lmlib.lm.architectures: bidirectional vs causal attention, BERT's masking proportions, cross-attention shapes and
 padding, the data of the toy task worked by hand, a tiny encoder-decoder that learns to reverse words,
 fill-in-the-blank, the comparison table, clear errors."""
 import json
@@ -9,33 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from lmlib._io import sha256_bytes
-from lmlib.data import CorpusSplit, split_text
-from lmlib.families import (
-    SPECIAL_TOKENS,
-    DecoderBlock,
-    EncoderBlock,
-    EncoderDecoder,
-    MaskedLM,
-    blank_accuracy,
-    family_table,
-    family_table_markdown,
-    family_tokenizer,
-    fill_in_the_blank,
-    load_family_results,
-    mask_tokens,
-    masked_cross_entropy,
-    mlm_batch_fn,
-    reversal_accuracy,
-    reversal_batch_fn,
-    reversal_words,
-    reverse_words,
-    run_family_tree,
-    save_family_results,
-)
-from lmlib.gpt import GPT, GPTConfig
-from lmlib.positional import ContextTooLongError
-from lmlib.tokenizer import CharTokenizer
-from lmlib.train import TrainConfig, train
+from lmlib.text.corpus import CorpusSplit, split_text
+from lmlib.lm.architectures import SPECIAL_TOKENS, DecoderBlock, EncoderBlock, EncoderDecoder, MaskedLM, blank_accuracy, family_tokenizer, fill_in_the_blank, mask_tokens, masked_cross_entropy, mlm_batch_fn, reversal_accuracy, reversal_batch_fn, reversal_words, reverse_words
+from lmlib.experiments.family_tree import family_table, family_table_markdown, load_family_results, run_family_tree, save_family_results
+from lmlib.lm.gpt import GPT, GPTConfig
+from lmlib.lm.positional import ContextTooLongError
+from lmlib.text.tokenizer import CharTokenizer
+from lmlib.lm.train import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -168,11 +148,11 @@ def test_a_tiny_encoder_decoder_learns_to_reverse():
     torch.manual_seed(0)
     m = EncoderDecoder(GPTConfig(vocab_size=tok.vocab_size, block_size=5, n_layer=1, n_head=2, n_embd=32, bias=False),
                        pad_id=tok.stoi["[PAD]"])
-    from lmlib.families import _Packed
+    from lmlib.lm.architectures import PackedSeq2Seq
     tcfg = TrainConfig(max_steps=100, batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10, eval_interval=0,
                        seed=0, device="cpu", progress=False, weight_decay=0.0)
     before = reversal_accuracy(m, tok, words)
-    train(_Packed(m, 3), reversal_batch_fn({"train": words}, tok, 3, 16, "encdec"), tcfg, loss_fn=masked_cross_entropy)
+    train(PackedSeq2Seq(m, 3), reversal_batch_fn({"train": words}, tok, 3, 16, "encdec"), tcfg, loss_fn=masked_cross_entropy)
     acc = reversal_accuracy(m, tok, words)
     assert before < 0.05 and acc > 0.1, (before, acc)  # guessing 3 letters of 4 at random: 1 / 64
     answers = reverse_words(m, tok, ["abc", "dcb"])
@@ -311,7 +291,7 @@ def test_load_family_results_errors(tiny_tree, tmp_path):
 
 def test_shipped_family_result_is_valid():
     """The shipped full-mode JSON (recipes/family_tree.py) loads, and shows what the chapter teaches."""
-    from lmlib.families import RESULTS_PATH  # noqa: PLC0415
+    from lmlib.experiments.family_tree import RESULTS_PATH
 
     if not RESULTS_PATH.is_file():
         pytest.skip("no shipped family-tree result yet (run recipes/family_tree.py)")

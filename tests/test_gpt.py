@@ -1,4 +1,4 @@
-"""lmlib.positional and lmlib.gpt: encodings worked by hand and as properties, parameter counts, causality,
+"""lmlib.lm.positional and lmlib.lm.gpt: encodings worked by hand and as properties, parameter counts, causality,
 tying, golden samples, checkpoints, a loss that falls, clear errors, exercises."""
 import importlib.util
 import math
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from lmlib.checkpoint import CheckpointError, load_checkpoint
 from lmlib.exercises import ExerciseFailed, check
 from lmlib.exercises import ch05
-from lmlib.gpt import GPT, GPTConfig
-from lmlib.positional import (
+from lmlib.lm.gpt import GPT, GPTConfig
+from lmlib.lm.positional import (
     ALiBi,
     ContextTooLongError,
     LearnedPositionalEmbedding,
@@ -27,7 +27,7 @@ from lmlib.positional import (
     rope_angles,
     sinusoidal_encoding,
 )
-from lmlib.train import TrainConfig, train
+from lmlib.lm.train import TrainConfig, train
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""lmlib.label_widget: the reader-as-rater widget, driven through its callbacks (no browser needed)."""
+"""lmlib.ui.labeling: the reader-as-rater widget, driven through its callbacks (no browser needed)."""
 import json
 
 import imageio.v2 as imageio
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmlib import preferences as P
-from lmlib.label_widget import BUTTON_TEXT, KEYS, LabelingWidget, default_render, encode_mp4, static_example_html
+from lmlib.ui.labeling import BUTTON_TEXT, KEYS, LabelingWidget, default_render, encode_mp4, static_example_html
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16  # enough for the widget, which only sniffs the header
 
@@ -258,7 +258,7 @@ def test_static_example_html_shows_each_pair_and_its_answer(tmp_path):
 
 
 def test_docstrings_name_the_chapter():
-    import lmlib.label_widget as m
+    import lmlib.ui.labeling as m
 
     for name in m.__all__:
         obj = getattr(m, name)

@@ -1,4 +1,4 @@
-"""Tests of lmlib.ngram (Chapter 1): hand-worked counts, properties, golden values, errors, exercises."""
+"""Tests of lmlib.lm.ngram (Chapter 1): hand-worked counts, properties, golden values, errors, exercises."""
 import math
 
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmlib.exercises import ExerciseFailed, check
-from lmlib.ngram import (
+from lmlib.lm.ngram import (
     BOS,
     UNK,
     AddK,
@@ -206,7 +206,7 @@ def test_seeded_sampling_is_reproducible(abba):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from lmlib.data import shakespeare
+    from lmlib.text.corpus import shakespeare
 
     return shakespeare("tiny")
 
@@ -385,7 +385,7 @@ def test_next_token_explorer_builds_and_updates():
     import matplotlib
 
     matplotlib.use("Agg")
-    from lmlib.widgets import next_token_explorer
+    from lmlib.ui.next_tokens import next_token_explorer
 
     model = KneserNey(NGramCounts(list("to be or not to be"), 3))
     box = next_token_explorer({"chars": (model, char_tokens)}, prefix="to ", k=3)

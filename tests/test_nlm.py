@@ -1,4 +1,4 @@
-"""lmlib.nlm (Chapter 3): the MLP language model, stream_loss, bits per character, embedding tools."""
+"""lmlib.lm.neural (Chapter 3): the MLP language model, stream_loss, bits per character, embedding tools."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlib.nlm import (
+from lmlib.lm.neural import (
     MLPLanguageModel,
     bits_per_char,
     cosine_neighbours,
@@ -18,7 +18,7 @@ from lmlib.nlm import (
     stream_loss,
     token_labels,
 )
-from lmlib.tokenizer import BPETokenizer, CharTokenizer
+from lmlib.text.tokenizer import BPETokenizer, CharTokenizer
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import lmlib.pretrained as pre
+import lmlib.assets as pre
 from lmlib._io import sha256_file
 from lmlib.checkpoint import CheckpointError
 from lmlib.rl.ppo import PPOConfig, episode_curve, evaluate, export_policy, load_ppo, ppo

@@ -486,7 +486,7 @@ def test_label_store_failed_write_leaves_file_unchanged(tmp_path, monkeypatch):
         os.write(fd, data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(P, "_write_all", half_then_crash)
+    monkeypatch.setattr(P.label_store, "_write_all", half_then_crash)
     with pytest.raises(OSError, match="disk full"):
         store.add("b", "right")
     assert path.read_bytes() == before and len(store) == 1, "all or nothing"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lmlib.checkpoint import CheckpointError
-from lmlib.data import shakespeare
-from lmlib.pretrained import BOOK_GPT, MANIFEST, book_gpt_info, load_book_gpt, manifest_sha256
+from lmlib.text.corpus import shakespeare
+from lmlib.assets import BOOK_GPT, MANIFEST, book_gpt_info, load_book_gpt, manifest_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_seeded_sample_is_reproducible(book_gpt):
 
 
 def test_tampered_checkpoint_is_refused(tmp_path, monkeypatch):
-    import lmlib.pretrained as pre
+    import lmlib.assets as pre
     fake = tmp_path / "assets"
     fake.mkdir()
     shutil.copy(BOOK_GPT, fake / BOOK_GPT.name)
@@ -84,7 +84,7 @@ def test_tampered_checkpoint_is_refused(tmp_path, monkeypatch):
 
 
 def test_missing_files_name_the_fix(tmp_path, monkeypatch):
-    import lmlib.pretrained as pre
+    import lmlib.assets as pre
     monkeypatch.setattr(pre, "BOOK_GPT", tmp_path / "book_gpt.safetensors")
     with pytest.raises(FileNotFoundError, match="recipes/book_gpt.py"):
         pre.load_book_gpt()

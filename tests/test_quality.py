@@ -1,4 +1,4 @@
-"""Tests of lmlib.quality: the noisy corpus with planted junk and the quality filters (Chapter 2)."""
+"""Tests of lmlib.text.quality: the noisy corpus with planted junk and the quality filters (Chapter 2)."""
 from __future__ import annotations
 
 import functools
@@ -6,8 +6,8 @@ import functools
 import numpy as np
 import pytest
 
-from lmlib.dedup import jaccard, normalize, shingles
-from lmlib.quality import (
+from lmlib.text.dedup import jaccard, normalize, shingles
+from lmlib.text.quality import (
     BOILERPLATE_LINES,
     DEFAULT_FILTERS,
     FOREIGN_SENTENCES,

@@ -1,4 +1,4 @@
-"""lmlib.rl.rlhp: clips from experience, the ensemble as PPO's reward, and the whole preference loop (tiny runs)."""
+"""lmlib.preferences.agent: clips from experience, the ensemble as PPO's reward, and the whole preference loop (tiny runs)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -10,7 +10,7 @@ import torch
 
 from lmlib.preferences import PreferencePair, RewardEnsemble, Segment, SyntheticRater
 from lmlib.rl.ppo import PPOConfig
-from lmlib.rl.rlhp import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, add_frames, clip_frames,
+from lmlib.preferences.agent import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, add_frames, clip_frames,
                            collect_clips, ppo_from_preferences, reward_agreement)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -161,7 +161,7 @@ class _ImageEnv(gym.Env):
 
 
 def test_mujoco_clips_render_for_the_rater():
-    from lmlib.label_widget import default_render
+    from lmlib.ui.labeling import default_render
     sink: list = []
     env = SegmentRecorder(gym.make("Hopper-v5"), sink, length=4)
     env.reset(seed=0)
@@ -178,7 +178,7 @@ def test_mujoco_clips_render_for_the_rater():
 
 
 def test_backflip_reward_by_hand_and_flip_count():
-    from lmlib.rl.rlhp import backflip_reward, count_backflips
+    from lmlib.preferences.agent import backflip_reward, count_backflips
     ob = np.zeros(11)
     ob[7], ob[0], ob[5], ob[8:11] = -2.0, 1.0, -1.0, [1.0, 2.0, 3.0]
     a = np.array([1.0, 0.5, -1.0])
@@ -219,7 +219,7 @@ def test_preference_recipe_smoke(tmp_path):
 
 def test_shipped_preference_results_are_complete():
     """Every rlhp_<tag>.json that ships has what chapter 11 reads, and its policy/video match the manifest."""
-    from lmlib.pretrained import ASSETS, manifest_sha256, preference_results, preference_video
+    from lmlib.assets import ASSETS, manifest_sha256, preference_results, preference_video
     from lmlib._io import sha256_file
     results = preference_results("")
     assert "hopper-term_700_s1" in results
@@ -239,7 +239,7 @@ def test_shipped_preference_results_are_complete():
 def test_shipped_results_meet_chapter_11s_goals():
     """The figures chapter 11 reports, checked from the shipped files (not re-run): Hopper from <= 700 labels
     within 80% of PPO on the true reward at equal steps, both backflip agents flip, Breakout beats random."""
-    from lmlib.pretrained import agent_results, preference_results
+    from lmlib.assets import agent_results, preference_results
     ppo = agent_results("hopper")
     ppo_last5 = np.mean([np.mean(np.asarray(r["curve"]["episode_return"])[np.asarray(r["curve"]["episode_step"])
                                                                            > 950_000]) for r in ppo])

@@ -1,4 +1,4 @@
-"""lmlib.rl.rlhp on Atari: the featurizer, Breakout clips, the ensemble's reward on them, a tiny loop, the recipe."""
+"""lmlib.preferences.agent on Atari: the featurizer, Breakout clips, the ensemble's reward on them, a tiny loop, the recipe."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import torch
 
 from lmlib.preferences import RewardEnsemble, SyntheticRater
 from lmlib.rl.ppo import PPOConfig, make_env
-from lmlib.rl.rlhp import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, atari_features,
+from lmlib.preferences.agent import (EnsembleReward, PreferenceRLConfig, SegmentRecorder, atari_features,
                            ppo_from_preferences)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,7 +109,7 @@ def test_the_loop_runs_on_breakout_and_curves_count_the_game_score():
 
 
 def test_no_episode_end_signal_and_clear_errors():
-    from lmlib.rl.rlhp import _NoEpisodeEnd
+    from lmlib.preferences.agent import _NoEpisodeEnd
     env = _NoEpisodeEnd(make_env(BREAKOUT, "atari", train=False))
     env.reset(seed=0)
     rng = np.random.default_rng(0)

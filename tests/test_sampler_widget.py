@@ -1,13 +1,13 @@
-"""lmlib.sampler_widget: generate_text (the plain function) and the widget that drives it."""
+"""lmlib.ui.sampler: generate_text (the plain function) and the widget that drives it."""
 import math
 
 import pytest
 import torch
 
-from lmlib import decoding
-from lmlib.gpt import GPT, GPTConfig
-from lmlib.sampler_widget import METHODS, generate_text, sampler_widget
-from lmlib.tokenizer import CharTokenizer
+from lmlib.lm import decoding
+from lmlib.lm.gpt import GPT, GPTConfig
+from lmlib.ui.sampler import METHODS, generate_text, sampler_widget
+from lmlib.text.tokenizer import CharTokenizer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -102,7 +102,7 @@ def test_bad_settings_raise_a_clear_error(tiny, kwargs, message):
 
 
 def test_the_book_gpt_is_reproducible():
-    from lmlib.pretrained import load_book_gpt
+    from lmlib.assets import load_book_gpt
 
     model, tok = load_book_gpt()
     a = generate_text(model, tok, "ROMEO:\n", max_new_tokens=8, seed=0)

@@ -1,4 +1,4 @@
-"""lmlib.tokenizer: char/word/BPE tokenizers round-trip, the two BPE trainers agree, BPE matches HF, errors are clear."""
+"""lmlib.text.tokenizer: char/word/BPE tokenizers round-trip, the two BPE trainers agree, BPE matches HF, errors are clear."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmlib.exercises.ch02  # noqa: F401  (registers the ch02 exercises without importing every chapter's)
-from lmlib.data import shakespeare
+from lmlib.text.corpus import shakespeare
 from lmlib.exercises import ExerciseFailed, check, get
-from lmlib.tokenizer import (
+from lmlib.text.tokenizer import (
     ENDOFTEXT,
     GPT2_SPLIT_PATTERN,
     BPETokenizer,

@@ -1,4 +1,4 @@
-"""lmlib.train: schedule, batches, a loss that falls, exact resume, crash safety, clear errors."""
+"""lmlib.lm.train: schedule, batches, a loss that falls, exact resume, crash safety, clear errors."""
 import math
 import os
 import signal
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lmlib.checkpoint import load_checkpoint
-from lmlib.train import (
+from lmlib.lm.train import (
     TrainConfig,
     configure_optimizer,
     cross_entropy_loss,

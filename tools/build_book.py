@@ -57,7 +57,7 @@ def build(warnings_as_errors: bool = True) -> int:
     # plt.show() would draw nothing, and every figure would silently vanish from the book.
     env.pop("MPLBACKEND", None)
     env.setdefault("MUJOCO_GL", "egl")
-    env.setdefault("LMBOOK_PROGRESS", "0")  # no tqdm bars in the rendered pages (lmlib.train reads it)
+    env.setdefault("LMBOOK_PROGRESS", "0")  # no tqdm bars in the rendered pages (lmlib.lm.train reads it)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--toc", str(TOC),
            "--config", str(config_for(mode)), "--all", "--keep-going"]
     if warnings_as_errors:

@@ -4,7 +4,7 @@
     .venv/bin/python tools/check_widget_live.py
 
 What it does, as a reader would: starts a Jupyter server on 127.0.0.1, opens a notebook that records
-Hopper clips, renders them (lmlib.rl.rlhp.add_frames) and shows lmlib.label_widget.LabelingWidget;
+Hopper clips, renders them (lmlib.preferences.agent.add_frames) and shows lmlib.ui.labeling.LabelingWidget;
 runs the cell, clicks "Left is better" and types "d" in the key box; checks the labels file has the
 two answers; restarts the kernel, runs the cell again and checks the widget resumes at 2 / 4; answers
 once more; checks three answers in the file. Screenshots go to $TMPDIR/widget_live_*.png. Exits
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CELL = '''import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
-from lmlib.label_widget import LabelingWidget
+from lmlib.ui.labeling import LabelingWidget
 from lmlib.preferences import sample_pairs
-from lmlib.rl.rlhp import add_frames, collect_clips
+from lmlib.preferences.agent import add_frames, collect_clips
 clips = collect_clips(None, "Hopper-v5", episodes=1, segment_length=20, seed=7,
                       env_kwargs={"terminate_when_unhealthy": False})
 pairs = sample_pairs(clips, 4, np.random.default_rng(0))

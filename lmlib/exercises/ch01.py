@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ngram import AddK, KneserNey, NGramCounts, Vocab, add_k_distribution, count_ngrams, perplexity_from_probs
+from ..lm.ngram import AddK, KneserNey, NGramCounts, Vocab, add_k_distribution, count_ngrams, perplexity_from_probs
 from .core import Case, compare_values, register
 
 _LETTERS = list("abcde")

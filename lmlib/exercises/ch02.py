@@ -1,7 +1,7 @@
 """Exercises of Chapter 2, "Data and tokenization": byte-pair encoding by hand.
 
 The learner writes the pieces of a byte-level BPE tokenizer, each checked
-against :mod:`lmlib.tokenizer`:
+against :mod:`lmlib.text.tokenizer`:
 
 * ``ch02.get_pair_counts``: count adjacent pairs (overlaps count: ``a a a`` has ``(a, a)`` twice).
 * ``ch02.merge_pair``: replace a pair by a new id, left to right, without overlaps.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tokenizer import BPETokenizer, get_pair_counts, merge_pair, train_bpe_simple
+from ..text.tokenizer import BPETokenizer, get_pair_counts, merge_pair, train_bpe_simple
 from .core import Case, compare_values, register
 
 # Small alphabets make repeated pairs (and ties) likely; the last ones test multi-byte UTF-8.

@@ -6,7 +6,7 @@
   -> array (num_perm,)`` with entry ``i`` equal to
   ``min over x of (a[i] * x + b[i]) % prime``.
 
-The references are :func:`lmlib.dedup.jaccard` and :func:`lmlib.dedup.minhash_signature`.
+The references are :func:`lmlib.text.dedup.jaccard` and :func:`lmlib.text.dedup.minhash_signature`.
 
 Taught in: Chapter 2, "Data and tokenization" (chapters/02_data_and_tokenization.ipynb).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dedup import MERSENNE_PRIME, jaccard, minhash_params, minhash_signature
+from ..text.dedup import MERSENNE_PRIME, jaccard, minhash_params, minhash_signature
 from .core import Case, register
 
 __all__ = ["jaccard_cases", "minhash_signature_cases"]

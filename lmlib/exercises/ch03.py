@@ -6,7 +6,7 @@
 * ``ch03.bits_per_char``: a loss in nats per token as bits per character.
 * ``ch03.nearest_neighbours``: the k nearest rows of an embedding table by cosine similarity.
 
-Each is graded against :mod:`torch` / :mod:`lmlib.nlm` on random inputs and on edge
+Each is graded against :mod:`torch` / :mod:`lmlib.lm.neural` on random inputs and on edge
 cases (huge logits, a single class, one context token, a character-level tokenizer,
 vectors of very different lengths, ...).
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..nlm import bits_per_char, cosine_neighbours, mlp_forward
+from ..lm.neural import bits_per_char, cosine_neighbours, mlp_forward
 from .core import Case, compare_values, register
 
 

@@ -12,7 +12,7 @@
   holding features ``h*hs .. (h+1)*hs - 1`` (hs = C / nh).
 * ``ch04.merge_heads``: ``merge_heads(x)``: (B, nh, T, hs) -> (B, T, nh*hs), the inverse.
 
-Checked against :mod:`lmlib.attention`.
+Checked against :mod:`lmlib.lm.attention`.
 
 Taught in: Chapter 4, "Attention" (chapters/04_attention.ipynb).
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attention import causal_mask, padding_mask, scaled_dot_product_attention
+from ..lm.attention import causal_mask, padding_mask, scaled_dot_product_attention
 from .core import Case, compare_values, register
 
 # float32 inputs: two correct answers may round differently in the last bits

@@ -5,7 +5,7 @@
   ``eps`` inside the square root), then multiply by ``weight`` (C,) and add ``bias`` (C,).
 * ``ch05.count_params``: ``count_params(vocab_size, block_size, n_layer, n_embd, bias=True,
   tie_weights=True, pos_encoding="learned")``: the number of parameters of
-  :class:`lmlib.gpt.GPT` with that config (a tied matrix counts once; only
+  :class:`lmlib.lm.gpt.GPT` with that config (a tied matrix counts once; only
   ``"learned"`` has a position table).
 * ``ch05.sinusoidal``: ``sinusoidal(T, d)``: (T, d) float tensor with
   ``PE[pos, 2i] = sin(pos / 10000^(2i/d))`` and ``PE[pos, 2i+1] = cos(pos / 10000^(2i/d))``.
@@ -15,7 +15,7 @@
   ``(x[..., t, 2k], x[..., t, 2k+1])`` by the angle ``t * base^(-2k/d)``:
   ``(a, b) -> (a cos - b sin, a sin + b cos)``; positions t = 0 .. T-1.
 
-Each is graded against :mod:`lmlib.positional` / :mod:`torch` on edge cases whose labels
+Each is graded against :mod:`lmlib.lm.positional` / :mod:`torch` on edge cases whose labels
 name the usual mistake, and on random inputs.
 
 Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..positional import alibi_slopes, apply_rope, rope_angles, sinusoidal_encoding
+from ..lm.positional import alibi_slopes, apply_rope, rope_angles, sinusoidal_encoding
 from .core import Case, compare_values, register
 
 _compare = partial(compare_values, rtol=1e-4, atol=1e-5)
@@ -104,7 +104,7 @@ def ref_count_params(
     tie_weights: bool = True,
     pos_encoding: str = "learned",
 ) -> int:
-    """Parameters of lmlib.gpt.GPT, worked out by hand (C = n_embd, V = vocab_size).
+    """Parameters of lmlib.lm.gpt.GPT, worked out by hand (C = n_embd, V = vocab_size).
 
     Per block: ln_1, ln_2 (C weights each, + C biases), c_attn (3C*C + 3C), attn.c_proj (C*C + C),
     mlp.c_fc (4C*C + 4C), mlp.c_proj (4C*C + C): 12 C^2 + 2C (+ 11C with biases).

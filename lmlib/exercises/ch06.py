@@ -1,6 +1,6 @@
 """Exercises of Chapter 6, "Decoding": the logit processors and a diversity metric.
 
-Each is graded against the :mod:`lmlib.decoding` function of the same name,
+Each is graded against the :mod:`lmlib.lm.decoding` function of the same name,
 on hand-worked examples, edge cases (ties, ``-inf`` logits, identities) and
 random batches. Logits are ``(B, V)`` float32 tensors; a removed token must
 get the logit ``float("-inf")``.
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..decoding import apply_temperature, distinct_n, repetition_penalty, top_k_filter, top_p_filter
+from ..lm.decoding import apply_temperature, distinct_n, repetition_penalty, top_k_filter, top_p_filter
 from .core import Case, compare_values, register
 
 _NEG_INF = float("-inf")

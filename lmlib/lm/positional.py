@@ -13,7 +13,7 @@ two places to put it:
         PE[pos, 2i]   = sin(pos / base^(2i / d))
         PE[pos, 2i+1] = cos(pos / base^(2i / d))
 
-    (:class:`lmlib.gpt.GPT` then multiplies the token embeddings by ``sqrt(d)``, as the paper does.)
+    (:class:`lmlib.lm.gpt.GPT` then multiplies the token embeddings by ``sqrt(d)``, as the paper does.)
 
 * **inside attention**, so that only the *relative* offset ``i - j`` matters:
 

@@ -290,7 +290,7 @@ class CausalSelfAttention(nn.Module):
 
     Positional information that lives *inside* attention is handled here:
     ``pos_encoding="rope"`` rotates q and k, ``"alibi"`` adds a distance bias to the
-    scores (see :mod:`lmlib.positional`); the other encodings are added to the input.
+    scores (see :mod:`lmlib.lm.positional`); the other encodings are added to the input.
 
     ``impl``: ``"fused"`` calls PyTorch's ``F.scaled_dot_product_attention`` (fast, no
     weights); ``"manual"`` calls :func:`scaled_dot_product_attention` (for teaching).

@@ -7,7 +7,7 @@ goes straight into a :class:`~lmlib.preferences.LabelStore`, an append-only, fsy
 the working directory, so a crash or a kernel restart loses nothing: build the widget again
 on the same file and it starts at the first pair you have not answered::
 
-    from lmlib.label_widget import LabelingWidget
+    from lmlib.ui.labeling import LabelingWidget
     w = LabelingWidget(pairs, "my_labels.jsonl")   # segments carry meta["frames"] (L, H, W, 3) uint8
     w                                               # the last expression of a cell (Jupyter, Colab)
 
@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .preferences import CHOICES, LabelStore, PreferencePair, Segment
+from ..preferences import CHOICES, LabelStore, PreferencePair, Segment
 
 __all__ = ["BUTTON_TEXT", "KEYS", "encode_mp4", "default_render", "LabelingWidget", "static_example_html"]
 

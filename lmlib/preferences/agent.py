@@ -30,9 +30,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..preferences import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment,
+from . import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment,
                            collate_segments, label_schedule, sample_pairs, select_queries, train_reward_model)
-from .ppo import PPOConfig, _is_atari, _obs_for_policy, act, fast_mujoco_rendering, make_env, ppo
+from ..rl.ppo import PPOConfig, _is_atari, _obs_for_policy, act, fast_mujoco_rendering, make_env, ppo
 
 Featurizer = Callable[[Any], np.ndarray]
 
@@ -165,7 +165,7 @@ class SegmentRecorder(gym.Wrapper):
         if featurize is None:
             if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
                 raise ValueError(f"SegmentRecorder needs vector observations, got {env.observation_space}; for "
-                                 f"images (Atari) pass featurize=, e.g. lmlib.rl.rlhp.atari_features")
+                                 f"images (Atari) pass featurize=, e.g. lmlib.preferences.agent.atari_features")
         elif not callable(featurize):
             raise TypeError(f"featurize must be callable as featurize(obs) -> (D,) features, "
                             f"got {type(featurize).__name__}")
@@ -390,7 +390,7 @@ def clip_frames(segment: Segment, width: int = 240, height: int = 240, every: in
 
 def add_frames(pairs: list[PreferencePair], width: int = 240, height: int = 240, every: int = 2) -> list[PreferencePair]:
     """Render both clips of every pair (:func:`clip_frames`) into ``segment.meta["frames"]`` (with ``"fps"``),
-    which is what :class:`lmlib.label_widget.LabelingWidget` shows; segments already rendered are skipped.
+    which is what :class:`lmlib.ui.labeling.LabelingWidget` shows; segments already rendered are skipped.
     Returns ``pairs``.
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
@@ -469,7 +469,7 @@ def ppo_from_preferences(
     if atari and env_kwargs:
         raise ValueError(f"env_kwargs are not used for Atari ids (make_env builds {env_id}), got {env_kwargs}")
     if atari and featurize is None:
-        raise ValueError(f"{env_id} has image observations: pass featurize=, e.g. lmlib.rl.rlhp.atari_features")
+        raise ValueError(f"{env_id} has image observations: pass featurize=, e.g. lmlib.preferences.agent.atari_features")
 
     def make() -> gym.Env:
         return _NoEpisodeEnd(make_env(env_id, "atari", train=False)) if atari else gym.make(env_id, **env_kwargs)

@@ -12,8 +12,8 @@ and one widget explores any layer, head, text and query position in Jupyter or C
     attention_viewer(model, tok, text="ROMEO:\\nBut soft!", layer=0, head=0)
 
 ``model`` is anything with ``attention_maps(idx) -> list over layers of (B, nh, T, T)`` and
-``config.block_size`` (an :class:`lmlib.gpt.GPT`); ``tokenizer`` anything with ``encode`` and
-``decode`` (a :class:`lmlib.tokenizer.CharTokenizer`).
+``config.block_size`` (an :class:`lmlib.lm.gpt.GPT`); ``tokenizer`` anything with ``encode`` and
+``decode`` (a :class:`lmlib.text.tokenizer.CharTokenizer`).
 
 Text longer than the model's context: the plain function :func:`attention_for_text` raises a
 ``ValueError`` unless called with ``truncate=True``; the widget always truncates to the *first*
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .plotting import token_label
+from ..plotting import token_label
 
 __all__ = [
     "STATISTICS",
@@ -129,7 +129,7 @@ def attention_for_text(model: Any, tokenizer: Any, text: str, truncate: bool = F
 
     Args:
         model: has ``attention_maps(idx)`` (list over layers of (B, nh, T, T)) and
-            ``config.block_size``, e.g. :class:`lmlib.gpt.GPT`.
+            ``config.block_size``, e.g. :class:`lmlib.lm.gpt.GPT`.
         tokenizer: has ``encode(str) -> list[int]`` and ``decode(list[int]) -> str``.
         text: at least one character.
         truncate: if the text has more tokens than ``block_size``, keep the first ``block_size``
@@ -449,8 +449,8 @@ def attention_viewer(model: Any, tokenizer: Any, text: str = "ROMEO:\nBut soft, 
     model's context is cut to its first ``block_size`` tokens, with a note saying so.
 
     Args:
-        model: has ``attention_maps(idx)`` and ``config.block_size`` (:class:`lmlib.gpt.GPT`).
-        tokenizer: has ``encode``/``decode`` (:class:`lmlib.tokenizer.CharTokenizer`).
+        model: has ``attention_maps(idx)`` and ``config.block_size`` (:class:`lmlib.lm.gpt.GPT`).
+        tokenizer: has ``encode``/``decode`` (:class:`lmlib.text.tokenizer.CharTokenizer`).
         text: the text shown first (not empty).
         layer, head: shown first; ``ValueError`` if out of range.
         query: query position shown first (default: the last token).

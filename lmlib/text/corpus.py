@@ -17,11 +17,10 @@ Taught in: Chapter 1, "What is a language model?" (chapters/01_language_models.i
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import re
 from dataclasses import dataclass
 
-from ._io import sha256_bytes
+from .._io import sha256_bytes
 
 __all__ = [
     "SHA256",

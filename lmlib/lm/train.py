@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, load_into, save_checkpoint
+from ..checkpoint import load_checkpoint, load_into, save_checkpoint
 
 __all__ = [
     "TrainConfig",
@@ -273,7 +273,7 @@ def cross_entropy_loss(logits: Tensor, y: Tensor) -> Tensor:
 
 def _forward_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
     out = model(x)
-    # nanoGPT-style models (lmlib.gpt.GPT among them) return (logits, loss): the logits come first.
+    # nanoGPT-style models (lmlib.lm.gpt.GPT among them) return (logits, loss): the logits come first.
     logits = out[0] if isinstance(out, tuple) and out else out
     if not isinstance(logits, Tensor):
         raise TypeError(
@@ -503,7 +503,7 @@ def train(
         ckpt = load_checkpoint(ckpt_path, map_location="cpu")
         meta = ckpt.meta
         if meta.get("kind") != "lmlib.train":
-            raise ValueError(f"{ckpt_path} is not a training checkpoint written by lmlib.train.train")
+            raise ValueError(f"{ckpt_path} is not a training checkpoint written by lmlib.lm.train.train")
         _check_same_config(meta["config"], cfg, ckpt_path)
         load_into(model, ckpt)
         optimizer.load_state_dict(ckpt.optimizer)

@@ -10,8 +10,8 @@ passes them through a hidden layer::
 The pieces, in the order Chapter 3 uses them:
 
 * :class:`MLPLanguageModel`: the model, with the ``model(idx) -> logits``
-  interface of :func:`lmlib.train.train`. The start of a sequence is padded
-  with a "beginning of text" id (``bos = V``), as :mod:`lmlib.ngram` pads with ``<s>``.
+  interface of :func:`lmlib.lm.train.train`. The start of a sequence is padded
+  with a "beginning of text" id (``bos = V``), as :mod:`lmlib.lm.ngram` pads with ``<s>``.
 * :func:`mlp_forward`: the same computation written with plain tensors
   (the exercise's reference).
 * :func:`stream_loss`: the mean cross-entropy over every token of a whole
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .plotting import token_label
+from ..plotting import token_label
 
 __all__ = [
     "MLPLanguageModel",
@@ -201,10 +201,10 @@ def bits_per_char(loss: float, n_tokens: int, n_chars: int) -> float:
 def token_labels(tokenizer) -> list[str]:
     """A short, printable, distinct label for every id of a tokenizer.
 
-    For a :class:`lmlib.tokenizer.BPETokenizer`: the token's text with spaces shown as
+    For a :class:`lmlib.text.tokenizer.BPETokenizer`: the token's text with spaces shown as
     ``␣``, newlines as ``↵`` and tabs as ``⇥`` (``" the"`` -> ``"␣the"``), or ``<0xe2>`` for
     bytes that are not valid UTF-8 on their own or not printable. For a tokenizer with
-    ``itos`` (:class:`lmlib.tokenizer.CharTokenizer`, ...): its strings, made visible the same way.
+    ``itos`` (:class:`lmlib.text.tokenizer.CharTokenizer`, ...): its strings, made visible the same way.
     Labels that would repeat get ``#id`` appended.
 
     Taught in: Chapter 3, "Neural language models" (chapters/03_neural_language_models.ipynb).

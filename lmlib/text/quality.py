@@ -10,7 +10,7 @@ speeches and records what it planted where. Each filter is a small pure
 function ``text -> Verdict(keep, reason)``; :func:`apply_filters` runs a list
 of them and reports what each removed, per planted junk type.
 
-Deduplication (exact hashing and MinHash-LSH) lives in :mod:`lmlib.dedup`.
+Deduplication (exact hashing and MinHash-LSH) lives in :mod:`lmlib.text.dedup`.
 
 Taught in: Chapter 2, "Data and tokenization" (chapters/02_data_and_tokenization.ipynb).
 """
@@ -152,7 +152,7 @@ def shakespeare_documents(subset: str = "tiny", min_words: int = 20, unique: boo
     """Shakespeare speeches as clean documents for the quality and dedup experiments.
 
     Args:
-        subset: ``"tiny"`` (9 plays) or ``"all"``, as in :func:`lmlib.data.shakespeare`.
+        subset: ``"tiny"`` (9 plays) or ``"all"``, as in :func:`lmlib.text.corpus.shakespeare`.
         min_words: drop speeches shorter than this ("Madam!" is not a document).
         unique: drop speeches whose normalised text (lower case, collapsed
             whitespace) already occurred, so that the only duplicates in a noisy
@@ -160,7 +160,7 @@ def shakespeare_documents(subset: str = "tiny", min_words: int = 20, unique: boo
 
     Taught in: Chapter 2, "Data and tokenization".
     """
-    from .data import shakespeare
+    from .corpus import shakespeare
     from .dedup import normalize
 
     docs = split_documents(shakespeare(subset).text, min_words=min_words)

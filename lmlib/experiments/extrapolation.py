@@ -1,7 +1,7 @@
 """Train short, test long: how far does each positional encoding extrapolate?
 
-One small :class:`lmlib.gpt.GPT` per positional encoding ("none", "learned", "sinusoidal",
-"alibi", "rope"; see :mod:`lmlib.positional`), all with the same size, data, seed and
+One small :class:`lmlib.lm.gpt.GPT` per positional encoding ("none", "learned", "sinusoidal",
+"alibi", "rope"; see :mod:`lmlib.lm.positional`), all with the same size, data, seed and
 training batches, is trained on Shakespeare characters with contexts of ``train_len``
 characters, then evaluated with *longer* contexts (Press, Smith & Lewis 2022 ran this
 experiment on words).
@@ -20,7 +20,7 @@ How the evaluation is scored (it decides what the plot means):
   length (``position_loss``), which shows where a model breaks.
 
 ``"learned"`` has only ``train_len`` position vectors: longer inputs are impossible (the
-model raises :class:`lmlib.positional.ContextTooLongError`), recorded as ``None`` and drawn
+model raises :class:`lmlib.lm.positional.ContextTooLongError`), recorded as ``None`` and drawn
 as missing in :func:`plot_extrapolation`.
 
 The book ships one full-mode result, ``lmlib/assets/pos_extrapolation.json``, made by
@@ -31,7 +31,6 @@ Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -44,12 +43,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._io import atomic_write_text
-from .data import CorpusSplit, shakespeare
-from .gpt import GPT, GPTConfig
-from .positional import POS_ENCODINGS
-from .tokenizer import CharTokenizer
-from .train import TrainConfig, train
+from ..assets import ASSETS, read_results, write_results
+from ..text.corpus import CorpusSplit, shakespeare
+from ..lm.gpt import GPT, GPTConfig
+from ..lm.positional import POS_ENCODINGS
+from ..text.tokenizer import CharTokenizer
+from ..lm.train import TrainConfig, train
 
 __all__ = [
     "RESULTS_PATH",
@@ -63,7 +62,7 @@ __all__ = [
 ]
 
 #: The shipped full-mode result (written by recipes/pos_extrapolation.py).
-RESULTS_PATH = Path(__file__).resolve().parent / "assets" / "pos_extrapolation.json"
+RESULTS_PATH = ASSETS / "pos_extrapolation.json"
 
 #: Quick-mode settings for ``run_extrapolation(**QUICK)``: three small models (the table that cannot
 #: extrapolate, the formula that breaks, the bias that does not), 100 steps each. Measured with
@@ -74,7 +73,7 @@ QUICK: dict[str, Any] = dict(encodings=("learned", "sinusoidal", "alibi"), train
 FULL: dict[str, Any] = dict(train_len=64, eval_lens=(64, 128, 256, 512), n_layer=2, n_head=4, n_embd=64,
                             steps=1000, batch_size=32, lr=3e-3, n_windows=128)
 
-_FORMAT = "lmlib.extrapolation/1"
+_FORMAT = "lmlib.extrapolation/1"  # the file format's name (kept from the first version)
 
 
 def _check_settings(encodings: Sequence[str], train_len: int, eval_lens: Sequence[int], steps: int,
@@ -121,7 +120,7 @@ def evaluate_lengths(
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
     if not isinstance(model, GPT):
-        raise TypeError(f"model must be a lmlib.gpt.GPT, got {type(model).__name__}")
+        raise TypeError(f"model must be a lmlib.lm.gpt.GPT, got {type(model).__name__}")
     if not isinstance(val_ids, torch.Tensor) or val_ids.ndim != 1:
         raise ValueError(f"val_ids must be a 1-D tensor of token ids, got {getattr(val_ids, 'shape', val_ids)!r}")
     _check_settings(["none"], 1, eval_lens, 1, batch_size, n_windows, score_last)
@@ -179,7 +178,7 @@ def run_extrapolation(
     Every model: ``GPTConfig(block_size=train_len, n_layer, n_head, n_embd, bias=False,
     pos_encoding=enc)``, ``steps`` AdamW updates of ``batch_size`` windows of ``train_len``
     characters of ``shakespeare("tiny")`` (same seed, hence the same batches for all), warmup then
-    cosine decay from ``lr`` to ``lr / 10``, via :func:`lmlib.train.train`. Then
+    cosine decay from ``lr`` to ``lr / 10``, via :func:`lmlib.lm.train.train`. Then
     :func:`evaluate_lengths` (see the module docstring for the scoring).
 
     The size defaults are those of :data:`QUICK` (with all five encodings); the chapter's quick
@@ -188,12 +187,12 @@ def run_extrapolation(
     (22 min on the heavily loaded 2-core build machine, one thread; about 10 min when idle).
 
     Args:
-        encodings: names from :data:`lmlib.positional.POS_ENCODINGS`.
+        encodings: names from :data:`lmlib.lm.positional.POS_ENCODINGS`.
         train_len: training context length (and the "learned" table's size).
         eval_lens: increasing evaluation lengths (include ``train_len`` as the reference).
         score_last: predictions scored per window (default ``max(1, train_len // 4)``).
         seed: seeds the initialisation and the batches.
-        corpus: default ``lmlib.data.shakespeare("tiny")``.
+        corpus: default ``lmlib.text.corpus.shakespeare("tiny")``.
         progress: show a progress bar per model.
         log: called with a one-line summary after each model (e.g. ``print``).
 
@@ -250,14 +249,13 @@ def save_extrapolation_results(results: dict[str, Any], path: str | os.PathLike 
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
-    _validate(results, "results")
-    return atomic_write_text(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    return write_results(results, path, _validate)
 
 
 def _validate(results: Any, where: str) -> None:
     if not isinstance(results, dict) or results.get("format") != _FORMAT:
         raise ValueError(f"{where} is not an extrapolation result (no format {_FORMAT!r}); "
-                         "make one with lmlib.extrapolation.run_extrapolation")
+                         "make one with lmlib.experiments.extrapolation.run_extrapolation")
     try:
         lens = results["settings"]["eval_lens"]
         for enc, r in results["encodings"].items():
@@ -272,16 +270,7 @@ def load_extrapolation_results(path: str | os.PathLike = RESULTS_PATH) -> dict[s
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no extrapolation results at {path}; create them with "
-                                "`python recipes/pos_extrapolation.py` (about 10 minutes on a laptop CPU)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); re-create it with recipes/pos_extrapolation.py") from None
-    _validate(results, str(path))
-    return results
+    return read_results(path, "python recipes/pos_extrapolation.py", _validate)
 
 
 _STYLE = {"none": ("C7", "o"), "learned": ("C3", "s"), "sinusoidal": ("C1", "^"), "alibi": ("C2", "D"),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from .ngram import NGramLM
-from .plotting import plot_next_tokens
+from ..lm.ngram import NGramLM
+from ..plotting import plot_next_tokens
 
 __all__ = ["next_token_explorer"]
 

@@ -49,7 +49,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ._io import atomic_write_text
+from .._io import atomic_write_text
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",

@@ -9,7 +9,7 @@ The 2017 Transformer (Vaswani et al.) had two stacks; its descendants kept one o
   model cannot learn that only ``[MASK]`` positions matter). Good at *understanding* a whole
   text: filling blanks, classification, retrieval embeddings.
 * **Decoder-only** (GPT): causal self-attention, next-token prediction
-  (:class:`lmlib.gpt.GPT`). Good at *generating*; sees only the left context.
+  (:class:`lmlib.lm.gpt.GPT`). Good at *generating*; sees only the left context.
 * **Encoder-decoder** (the original Transformer, T5, BART): an encoder reads the source
   bidirectionally; a decoder generates the target with causal self-attention plus
   **cross-attention** to the encoder's output (queries from the decoder, keys and values from
@@ -17,9 +17,9 @@ The 2017 Transformer (Vaswani et al.) had two stacks; its descendants kept one o
 
 Everything here is character-level on the same Shakespeare text and the same tokenizer
 (:func:`family_tokenizer`), with the same building blocks as the GPT
-(:class:`lmlib.attention.MultiHeadAttention`, :class:`lmlib.gpt.MLP`, pre-LN residual blocks,
-learned positions, tied embeddings), and every model trains with :func:`lmlib.train.train`.
-Two measured comparisons (:func:`run_family_tree`, :func:`family_table`):
+(:class:`lmlib.lm.attention.MultiHeadAttention`, :class:`lmlib.lm.gpt.MLP`, pre-LN residual blocks,
+learned positions, tied embeddings), and every model trains with :func:`lmlib.lm.train.train`.
+Two measured comparisons (run by :mod:`lmlib.experiments.family_tree`):
 
 1. **Fill in a blank** (:func:`blank_accuracy`): the encoder sees ``T - 1`` characters around
    the blank (both sides); a GPT of the same size sees the ``T - 1`` characters before it.
@@ -36,31 +36,27 @@ Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import time
-from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._io import atomic_write_text
 from .attention import MultiHeadAttention
-from .data import CorpusSplit, shakespeare
+from ..text.corpus import shakespeare
 from .gpt import GPT, GPTConfig, MLP, check_token_ids
 from .positional import ContextTooLongError, LearnedPositionalEmbedding
-from .tokenizer import CharTokenizer
-from .train import BatchFn, TrainConfig, get_batch, train
+from ..text.tokenizer import CharTokenizer
+from .train import BatchFn, get_batch
 
 __all__ = [
     "SPECIAL_TOKENS",
     "family_tokenizer",
+    "special_id",
+    "PackedSeq2Seq",
     "EncoderBlock",
     "DecoderBlock",
     "MaskedLM",
@@ -74,19 +70,7 @@ __all__ = [
     "reversal_batch_fn",
     "reverse_words",
     "reversal_accuracy",
-    "run_family_tree",
-    "family_table",
-    "family_table_markdown",
-    "FULL",
-    "RESULTS_PATH",
-    "save_family_results",
-    "load_family_results",
 ]
-
-#: Full-mode settings of :func:`run_family_tree`, used by recipes/family_tree.py for the shipped JSON
-#: (:data:`RESULTS_PATH`): long enough for the encoder to overtake the GPT on blanks (it learns
-#: from only 15% of the positions per step, so it needs many more steps) and for both reversers to learn.
-FULL: dict[str, Any] = dict(steps=2400, batch_size=32, seq2seq_steps=400, max_word_len=6)
 
 #: Special tokens of :func:`family_tokenizer` (after ``<unk>``, before the characters).
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[MASK]", "[SEP]", "[BOS]", "[EOS]")
@@ -107,9 +91,9 @@ def family_tokenizer(text: str | None = None) -> CharTokenizer:
     return CharTokenizer.train(text, unk_token="<unk>", special_tokens=list(SPECIAL_TOKENS))
 
 
-def _special_id(tok: CharTokenizer, name: str) -> int:
+def special_id(tok: CharTokenizer, name: str) -> int:
     if name not in tok.stoi:
-        raise ValueError(f"the tokenizer has no {name} token; build it with lmlib.families.family_tokenizer()")
+        raise ValueError(f"the tokenizer has no {name} token; build it with lmlib.lm.architectures.family_tokenizer()")
     return tok.stoi[name]
 
 
@@ -118,7 +102,7 @@ def _special_id(tok: CharTokenizer, name: str) -> int:
 
 def _check_config(config: GPTConfig, who: str) -> None:
     if not isinstance(config, GPTConfig):
-        raise TypeError(f"{who} needs a lmlib.gpt.GPTConfig, got {type(config).__name__}")
+        raise TypeError(f"{who} needs a lmlib.lm.gpt.GPTConfig, got {type(config).__name__}")
     if config.pos_encoding != "learned":
         raise ValueError(f"{who} uses learned positions (BERT, the original Transformer); "
                          f"got pos_encoding={config.pos_encoding!r}, use 'learned'")
@@ -141,7 +125,7 @@ class EncoderBlock(nn.Module):
 
     ``forward(x, key_mask=None, need_weights=False) -> (x, weights)``: x (B, T, C);
     ``key_mask`` (B, T) bool, True for real tokens (padding is never attended to);
-    weights (B, nh, T, T) or None. Same layout as :class:`lmlib.gpt.Block`, minus the mask.
+    weights (B, nh, T, T) or None. Same layout as :class:`lmlib.lm.gpt.Block`, minus the mask.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
@@ -347,14 +331,14 @@ def _char_ids(tok: CharTokenizer) -> Tensor:
 def mlm_batch_fn(
     data: dict[str, Tensor], tok: CharTokenizer, block_size: int, batch_size: int, mask_prob: float = 0.15
 ) -> BatchFn:
-    """A :data:`lmlib.train.BatchFn` for masked language modelling: random windows, then :func:`mask_tokens`.
+    """A :data:`lmlib.lm.train.BatchFn` for masked language modelling: random windows, then :func:`mask_tokens`.
 
     ``batch_fn(split, generator) -> (inputs (B, T), targets (B, T))``; plug it into
-    :func:`lmlib.train.train` with ``loss_fn=masked_cross_entropy``.
+    :func:`lmlib.lm.train.train` with ``loss_fn=masked_cross_entropy``.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
-    mask_id, chars = _special_id(tok, "[MASK]"), _char_ids(tok)
+    mask_id, chars = special_id(tok, "[MASK]"), _char_ids(tok)
 
     def batch_fn(split: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         if split not in data:
@@ -399,7 +383,7 @@ def fill_in_the_blank(
                                   f"block_size={model.config.block_size} positions; shorten it")
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    mask_id = _special_id(tok, "[MASK]")
+    mask_id = special_id(tok, "[MASK]")
     ids = [mask_id if c == blank else tok.encode(c)[0] for c in text_with_blanks]
     blanks = [i for i, c in enumerate(text_with_blanks) if c == blank]
     was_training = model.training
@@ -425,7 +409,7 @@ def blank_accuracy(
 
     ``n`` target positions are drawn (seeded) from ``ids``. A :class:`MaskedLM` sees a window of
     ``context`` characters with the target, in the middle (index ``context // 2``), replaced by
-    ``[MASK]``; a :class:`lmlib.gpt.GPT` sees the ``context - 1`` characters just *before* the
+    ``[MASK]``; a :class:`lmlib.lm.gpt.GPT` sees the ``context - 1`` characters just *before* the
     target and predicts the next one. Same targets, same amount of text, different sides.
 
     Args:
@@ -454,7 +438,7 @@ def blank_accuracy(
     mid = context // 2
     g = torch.Generator().manual_seed(seed)
     pos = torch.randint(context, len(ids) - context, (n,), generator=g)  # (n,) target positions
-    mask_id, chars = _special_id(tok, "[MASK]"), _char_ids(tok)
+    mask_id, chars = special_id(tok, "[MASK]"), _char_ids(tok)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -593,8 +577,8 @@ class EncoderDecoder(nn.Module):
             self.train(was_training)
 
 
-class _Packed(nn.Module):
-    """Lets :func:`lmlib.train.train` drive an EncoderDecoder: x = cat(src, tgt) -> logits over tgt."""
+class PackedSeq2Seq(nn.Module):
+    """Lets :func:`lmlib.lm.train.train` drive an EncoderDecoder: x = cat(src, tgt) -> logits over tgt."""
 
     def __init__(self, model: EncoderDecoder, src_len: int) -> None:
         super().__init__()
@@ -624,7 +608,7 @@ def _encode_word(tok: CharTokenizer, word: str) -> list[int]:
 def reversal_batch_fn(
     words: dict[str, Sequence[str]], tok: CharTokenizer, max_len: int, batch_size: int, kind: str
 ) -> BatchFn:
-    """Batches of the reversal task, for :func:`lmlib.train.train` with ``loss_fn=masked_cross_entropy``.
+    """Batches of the reversal task, for :func:`lmlib.lm.train.train` with ``loss_fn=masked_cross_entropy``.
 
     ``kind="encdec"``: x = cat(src (B, max_len) padded with ``[PAD]``, tgt_in (B, max_len + 1) =
     ``[BOS]`` + reversed word, padded); y (B, max_len + 1) = reversed word + ``[EOS]``, -1 after.
@@ -636,7 +620,7 @@ def reversal_batch_fn(
     """
     if kind not in ("encdec", "gpt"):
         raise ValueError(f"kind must be 'encdec' or 'gpt', got {kind!r}")
-    pad, sep, bos, eos = (_special_id(tok, t) for t in ("[PAD]", "[SEP]", "[BOS]", "[EOS]"))
+    pad, sep, bos, eos = (special_id(tok, t) for t in ("[PAD]", "[SEP]", "[BOS]", "[EOS]"))
     tables = {}
     for split, ws in words.items():
         if not ws:
@@ -686,7 +670,7 @@ def reverse_words(model: EncoderDecoder | GPT, tok: CharTokenizer, words: Sequen
         raise TypeError(f"model must be an EncoderDecoder or a GPT, got {type(model).__name__}")
     if isinstance(words, str):
         raise TypeError("words must be a list of words, not one string (wrap it: [word])")
-    sep, bos, eos = (_special_id(tok, t) for t in ("[SEP]", "[BOS]", "[EOS]"))
+    sep, bos, eos = (special_id(tok, t) for t in ("[SEP]", "[BOS]", "[EOS]"))
     device = next(model.parameters()).device
     answers: dict[int, str] = {}
     by_len: dict[int, list[int]] = {}
@@ -722,280 +706,3 @@ def reversal_accuracy(model: EncoderDecoder | GPT, tok: CharTokenizer, words: Se
         raise ValueError("words is empty")
     answers = reverse_words(model, tok, words)
     return sum(a == w[::-1] for a, w in zip(answers, words)) / len(words)
-
-
-# ----------------------------------------------------------------------------- the experiment
-
-
-def _train_cfg(steps: int, batch_size: int, block_size: int, lr: float, seed: int) -> TrainConfig:
-    return TrainConfig(max_steps=steps, batch_size=batch_size, block_size=block_size, lr=lr, min_lr=lr / 10,
-                       warmup_steps=min(20, steps // 5), weight_decay=0.01, betas=(0.9, 0.99), eval_interval=0,
-                       log_interval=max(1, steps // 20), seed=seed, device="cpu", progress=False)
-
-
-def run_family_tree(
-    *,
-    parts: Sequence[str] = ("blanks", "reversal"),
-    steps: int = 150,
-    mlm_steps: int | None = None,
-    mask_prob: float = 0.15,
-    seq2seq_steps: int = 150,
-    n_layer: int = 2,
-    n_head: int = 4,
-    n_embd: int = 64,
-    block_size: int = 32,
-    batch_size: int = 16,
-    lr: float = 3e-3,
-    min_word_len: int = 3,
-    max_word_len: int = 5,
-    n_eval: int = 256,
-    seed: int = 0,
-    corpus: CorpusSplit | None = None,
-) -> dict[str, Any]:
-    """Train the three families small on the same data and measure what each is good at.
-
-    ``parts`` picks the experiments (both by default; run them in two calls to split the time):
-
-    1. ``"blanks"``: a :class:`MaskedLM` (encoder, ``mlm_steps`` updates, default ``steps``,
-       masking ``mask_prob`` of the positions) and a :class:`lmlib.gpt.GPT` (decoder, ``steps``
-       updates), same width and depth, on ``block_size``-character windows of Shakespeare; then
-       :func:`blank_accuracy` of both on ``n_eval`` validation characters (context = block_size).
-       Per update the encoder gets a loss on only ``mask_prob`` of the positions (the GPT on all
-       of them), so at equal steps it has seen about ``1 / mask_prob`` times fewer targets
-       (``metrics["mlm_targets"]``, ``metrics["gpt_targets"]``); ``mlm_steps = steps / mask_prob``
-       equalises the targets.
-    2. ``"reversal"``: an :class:`EncoderDecoder` (``n_layer`` + ``n_layer`` blocks) and a
-       decoder-only GPT (``2 * n_layer`` blocks), ``seq2seq_steps`` updates each on reversing the
-       training text's words of ``min_word_len..max_word_len`` letters; then
-       :func:`reversal_accuracy` on the validation text's words that never occur in the training text.
-
-    Every model uses the same seed (same batches) and :func:`lmlib.train.train`. The defaults
-    are the quick-mode sizes; on the shared 2-core machine under heavy load (load average 8) they
-    took about 30 s for "blanks" and 35 s for "reversal" with ``torch.set_num_threads(1)``
-    (less on an idle CPU). The chance baseline for blanks is the frequency of the most common
-    character.
-
-    Returns:
-        ``{"tokenizer", "models": {"encoder", "decoder", "encdec", "decoder_seq2seq"} (those run),
-        "metrics": {"blank_acc_encoder", "blank_acc_decoder", "blank_acc_chance", "mlm_loss", "gpt_loss",
-        "mlm_targets", "gpt_targets", "reversal_acc_encdec", "reversal_acc_decoder", ...},
-        "params", "seconds", "settings", "test_words", "n_train_words"}``.
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-    mlm_steps = steps if mlm_steps is None else mlm_steps
-    if isinstance(parts, str) or not parts or not set(parts) <= {"blanks", "reversal"}:
-        raise ValueError(f"parts must be a non-empty list from ('blanks', 'reversal'), got {parts!r}")
-    for name, v in (("steps", steps), ("mlm_steps", mlm_steps), ("seq2seq_steps", seq2seq_steps),
-                    ("block_size", block_size), ("batch_size", batch_size), ("n_eval", n_eval)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not 0.0 < mask_prob <= 1.0:
-        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
-    settings = dict(parts=list(parts), steps=steps, mlm_steps=mlm_steps, mask_prob=mask_prob,
-                    seq2seq_steps=seq2seq_steps, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                    block_size=block_size, batch_size=batch_size, lr=lr, min_word_len=min_word_len,
-                    max_word_len=max_word_len, n_eval=n_eval, seed=seed)
-    corpus = shakespeare("tiny") if corpus is None else corpus
-    tok = family_tokenizer(corpus.text)
-    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                    n_embd=n_embd, bias=False)
-    models, seconds, metrics, params = {}, {}, {}, {}
-    out: dict[str, Any] = {"tokenizer": tok, "models": models, "metrics": metrics, "params": params,
-                           "seconds": seconds, "settings": settings, "test_words": [], "n_train_words": 0}
-
-    if "blanks" in parts:  # 1. encoder (MLM) vs decoder (next character) on the same text
-        data = {s: torch.tensor(tok.encode(getattr(corpus, s)), dtype=torch.long) for s in ("train", "val")}
-        torch.manual_seed(seed)
-        models["encoder"] = MaskedLM(cfg)
-        t0 = time.perf_counter()
-        h = train(models["encoder"], mlm_batch_fn(data, tok, block_size, batch_size, mask_prob),
-                  _train_cfg(mlm_steps, batch_size, block_size, lr, seed), loss_fn=masked_cross_entropy)
-        seconds["encoder"], metrics["mlm_loss"] = time.perf_counter() - t0, h["loss"][-1]
-        metrics["mlm_targets"] = round(mlm_steps * batch_size * block_size * mask_prob)  # expected number
-        metrics["gpt_targets"] = steps * batch_size * block_size
-        torch.manual_seed(seed)
-        models["decoder"] = GPT(cfg)
-        t0 = time.perf_counter()
-        h = train(models["decoder"], data, _train_cfg(steps, batch_size, block_size, lr, seed))
-        seconds["decoder"], metrics["gpt_loss"] = time.perf_counter() - t0, h["loss"][-1]
-        t0 = time.perf_counter()
-        for name in ("encoder", "decoder"):
-            metrics[f"blank_acc_{name}"] = blank_accuracy(models[name], data["val"], tok, block_size, n_eval, seed)
-        metrics["blank_acc_chance"] = Counter(corpus.val).most_common(1)[0][1] / len(corpus.val)
-        seconds["blank_eval"] = time.perf_counter() - t0
-
-    if "reversal" in parts:  # 2. encoder-decoder vs decoder-only on reversing words never seen in training
-        train_words = reversal_words(corpus.train, min_word_len, max_word_len)
-        seen = set(reversal_words(corpus.train, 1, 10**9))
-        test_words = [w for w in reversal_words(corpus.val, min_word_len, max_word_len) if w not in seen]
-        if not train_words or not test_words:
-            raise ValueError("no training or held-out words for the reversal task; widen min_word_len..max_word_len")
-        words = {"train": train_words, "val": test_words}
-        M = max_word_len
-        torch.manual_seed(seed)
-        models["encdec"] = EncoderDecoder(_replace_cfg(cfg, block_size=M + 2), pad_id=_special_id(tok, "[PAD]"))
-        torch.manual_seed(seed)
-        models["decoder_seq2seq"] = GPT(_replace_cfg(cfg, block_size=2 * M + 1, n_layer=2 * n_layer))
-        for name, kind, model, T in (("encdec", "encdec", _Packed(models["encdec"], M), M + 1),
-                                     ("decoder_seq2seq", "gpt", models["decoder_seq2seq"], 2 * M + 1)):
-            t0 = time.perf_counter()
-            h = train(model, reversal_batch_fn(words, tok, M, batch_size, kind),
-                      _train_cfg(seq2seq_steps, batch_size, T, lr, seed), loss_fn=masked_cross_entropy)
-            seconds[name] = time.perf_counter() - t0
-            metrics[f"reversal_loss_{kind}"] = h["loss"][-1]
-        t0 = time.perf_counter()
-        metrics["reversal_acc_encdec"] = reversal_accuracy(models["encdec"], tok, test_words)
-        metrics["reversal_acc_decoder"] = reversal_accuracy(models["decoder_seq2seq"], tok, test_words)
-        seconds["reversal_eval"] = time.perf_counter() - t0
-        out["test_words"], out["n_train_words"] = test_words, len(train_words)
-    for name, m in models.items():
-        m.eval()
-        params[name] = m.num_params()
-    return out
-
-
-def _replace_cfg(cfg: GPTConfig, **changes: Any) -> GPTConfig:
-    """A copy of ``cfg`` with some fields changed (``dataclasses.replace``, re-validated)."""
-    from dataclasses import replace  # noqa: PLC0415
-
-    return replace(cfg, **changes)
-
-
-def family_table(results: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per family: examples, attention, objective, what it is good at, and what we measured.
-
-    Args:
-        results: what :func:`run_family_tree` returned or :func:`load_family_results` loaded
-            (either part or both; a part not run shows "not run").
-
-    Returns:
-        A list of 3 dicts with keys ``family``, ``examples``, ``attention``, ``objective``,
-        ``good_at``, ``measured``.
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-    try:
-        m, p, s = results["metrics"], results["params"], results["settings"]
-    except (KeyError, TypeError):
-        raise ValueError("family_table needs the dict returned by run_family_tree or load_family_results") from None
-    T, n_test = s["block_size"], len(results["test_words"])
-    blanks, rev = "blank_acc_encoder" in m, "reversal_acc_encdec" in m
-    enc = (f"blank accuracy {m['blank_acc_encoder']:.1%} ({T - 1} chars around; {p['encoder']:,} params)"
-           if blanks else "not run")
-    dec = [f"blank accuracy {m['blank_acc_decoder']:.1%} ({T - 1} chars before; {p['decoder']:,} params)"] if blanks else []
-    dec += [f"reversal {m['reversal_acc_decoder']:.1%} ({p['decoder_seq2seq']:,} params)"] if rev else []
-    encdec = (f"reversal exact match {m['reversal_acc_encdec']:.1%} on {n_test} unseen words ({p['encdec']:,} params)"
-              if rev else "not run")
-    return [
-        {"family": "encoder-only", "examples": "BERT, RoBERTa", "attention": "bidirectional",
-         "objective": "masked LM (15%: 80/10/10)", "good_at": "understanding, filling blanks, classifying",
-         "measured": enc},
-        {"family": "decoder-only", "examples": "GPT-2/3/4, Llama", "attention": "causal",
-         "objective": "next token", "good_at": "generating text", "measured": "; ".join(dec) or "not run"},
-        {"family": "encoder-decoder", "examples": "Transformer (2017), T5, BART",
-         "attention": "bidirectional encoder + causal decoder with cross-attention",
-         "objective": "target given source", "good_at": "transforming a sequence (translation, summaries)",
-         "measured": encdec},
-    ]
-
-
-def family_table_markdown(results: dict[str, Any]) -> str:
-    """:func:`family_table` as a Markdown table (for ``IPython.display.Markdown``).
-
-    Works on a live result (:func:`run_family_tree`) and on a saved one (:func:`load_family_results`).
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-    rows = family_table(results)
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- the shipped full-mode result
-
-#: The shipped full-mode result (written by recipes/family_tree.py).
-RESULTS_PATH = Path(__file__).resolve().parent / "assets" / "family_tree.json"
-_FORMAT = "lmlib.families/1"
-_SAVED_KEYS = ("metrics", "params", "seconds", "settings", "test_words", "n_train_words")
-
-
-def _validate(results: Any, where: str) -> None:
-    if not isinstance(results, dict) or results.get("format") != _FORMAT:
-        raise ValueError(f"{where} is not a family-tree result (no format {_FORMAT!r}); "
-                         "make one with lmlib.families.run_family_tree and save_family_results")
-    missing = [k for k in _SAVED_KEYS if k not in results]
-    if missing:
-        raise ValueError(f"{where} is missing the field(s) {missing} of a family-tree result")
-    m, p, s = results["metrics"], results["params"], results["settings"]
-    if not all(isinstance(d, dict) for d in (m, p, s, results["seconds"])):
-        raise ValueError(f"{where}: metrics, params, seconds and settings must be JSON objects")
-    if not isinstance(results["test_words"], list) or not all(isinstance(w, str) for w in results["test_words"]):
-        raise ValueError(f"{where}: test_words must be a list of strings")
-    if "block_size" not in s:
-        raise ValueError(f"{where}: settings has no block_size")
-    need = {"blank_acc_encoder": "encoder", "blank_acc_decoder": "decoder",
-            "reversal_acc_encdec": "encdec", "reversal_acc_decoder": "decoder_seq2seq"}
-    if not any(k in m for k in need):
-        raise ValueError(f"{where}: metrics has no accuracy at all (expected some of {list(need)})")
-    for key, model in need.items():
-        if key not in m:
-            continue
-        v = m[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"{where}: metrics[{key!r}] must be an accuracy in [0, 1], got {v!r}")
-        if not isinstance(p.get(model), int):
-            raise ValueError(f"{where}: params has no parameter count for {model!r} (needed with {key!r})")
-
-
-def save_family_results(results: dict[str, Any], path: str | os.PathLike = RESULTS_PATH,
-                        **extra: Any) -> Path:
-    """Write what :func:`run_family_tree` measured as JSON, atomically (the models are not saved).
-
-    Keeps ``metrics``, ``params``, ``seconds``, ``settings``, ``test_words`` and ``n_train_words``
-    (enough for :func:`family_table`), plus any JSON-able ``extra`` fields (e.g. ``command``,
-    ``machine``, ``created_utc``). Read it back with :func:`load_family_results`.
-
-    Returns:
-        The path written.
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-    if not isinstance(results, dict):
-        raise ValueError(f"results must be the dict returned by run_family_tree, got {type(results).__name__}")
-    clash = set(extra) & set(_SAVED_KEYS + ("format",))
-    if clash:
-        raise ValueError(f"extra fields may not replace the result's own fields {sorted(clash)}")
-    out = {"format": _FORMAT, **{k: results[k] for k in _SAVED_KEYS if k in results}, **extra}
-    _validate(out, "results")
-    try:
-        text = json.dumps(out, indent=1, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"the family-tree result cannot be written as JSON: {e}") from None
-    return atomic_write_text(path, text + "\n")
-
-
-def load_family_results(path: str | os.PathLike = RESULTS_PATH) -> dict[str, Any]:
-    """Load the shipped full-mode family-tree result (or another file from :func:`save_family_results`).
-
-    The dict works with :func:`family_table` and :func:`family_table_markdown` (it has no
-    ``models`` or ``tokenizer``: those live only in a live run).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not valid JSON or not a family-tree result.
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no family-tree results at {path}; create them with "
-                                "`python recipes/family_tree.py` (about 5 minutes on a laptop CPU)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); re-create it with recipes/family_tree.py") from None
-    _validate(results, str(path))
-    return results

@@ -1,11 +1,22 @@
-"""The book's own pretrained GPT: a character-level model of Shakespeare that ships with lmlib.
+"""What ships with lmlib, and its loaders: the book's GPT, the PPO agents, the shipped results and videos.
+
+Every file in this folder is recorded in ``MANIFEST.json`` (size, SHA-256, the recipe that made
+it) and checked against it when loaded. The loaders:
+
+* :func:`load_book_gpt`, :func:`book_gpt_info` - the book's pretrained character-level GPT;
+* :func:`load_agent`, :func:`agent_results`, :func:`agent_video` - Chapter 10's PPO agents;
+* :func:`preference_results`, :func:`preference_video` - Chapter 11's agents trained from preferences;
+* :func:`read_results` / :func:`write_results` - the one JSON reader and writer of every shipped
+  result (the positional-encoding and family-tree experiments use them too).
+
+The book's own pretrained GPT is a character-level model of Shakespeare that ships with lmlib.
 
 Every chapter from "Attention" on, and later the fine-tuning and RLHF chapters, start from
 the same small GPT, pretrained by the project's recipe (``recipes/book_gpt.py``, about 25 min
-on a 2-core laptop CPU) on all 38 plays of :func:`lmlib.data.shakespeare`. It loads in one
+on a 2-core laptop CPU) on all 38 plays of :func:`lmlib.text.corpus.shakespeare`. It loads in one
 line, offline and in Colab (the checkpoint is package data of lmlib)::
 
-    from lmlib.pretrained import load_book_gpt
+    from lmlib.assets import load_book_gpt
     model, tok = load_book_gpt()          # GPT in eval mode, CharTokenizer
     ids = torch.tensor([tok.encode("ROMEO:\\n")])
     print(tok.decode(model.generate(ids, 200, generator=torch.Generator().manual_seed(0))[0].tolist()))
@@ -24,17 +35,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .gpt import GPT
-from .tokenizer import CharTokenizer
+from .._io import atomic_write_text, sha256_file, verify_sha256
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..lm.gpt import GPT
+from ..text.tokenizer import CharTokenizer
 
 __all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
            "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add", "preference_results",
-           "preference_video"]
+           "preference_video", "read_results", "write_results"]
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
 BOOK_GPT = ASSETS / "book_gpt.safetensors"
 """Where the book GPT's checkpoint lives."""
@@ -61,8 +73,6 @@ def manifest_add(path: str | os.PathLike, recipe: str) -> str:
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    from ._io import atomic_write_text, sha256_file  # noqa: PLC0415
-
     path = Path(path)
     manifest = path.parent / "MANIFEST.json"
     entries = json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
@@ -70,6 +80,55 @@ def manifest_add(path: str | os.PathLike, recipe: str) -> str:
     entries[path.name] = {"bytes": path.stat().st_size, "sha256": digest, "recipe": recipe}
     atomic_write_text(manifest, json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return digest
+
+
+def read_results(path: str | os.PathLike, recipe: str,
+                 validate: Callable[[Any, str], None] | None = None) -> Any:
+    """Read a shipped (or freshly written) JSON result, with errors that say how to re-create it.
+
+    Args:
+        path: the JSON file.
+        recipe: the command that makes it (named in every error).
+        validate: optional ``validate(results, where)`` that raises ``ValueError`` on a malformed result.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not valid JSON, or ``validate`` rejects it.
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb); used by every chapter that shows
+    shipped results.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results at {path}; create them with `{recipe}`")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); re-create it with `{recipe}`") from None
+    if validate is not None:
+        validate(results, str(path))
+    return results
+
+
+def write_results(results: Any, path: str | os.PathLike,
+                  validate: Callable[[Any, str], None] | None = None) -> Path:
+    """Write ``results`` as JSON atomically (after ``validate(results, "results")``, if given); return the path.
+
+    Raises ``ValueError`` if the results hold something JSON cannot store (NaN, a tensor...).
+
+    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
+    """
+    if validate is not None:
+        validate(results, "results")
+    try:
+        text = json.dumps(results, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the results cannot be written as JSON: {e}") from None
+    return atomic_write_text(path, text + "\n")
+
+
+def _read_all(files: list[Path]) -> list[Any]:
+    return [read_results(f, "the recipe named in its chapter") for f in files]
 
 
 def _resolve(path: str | os.PathLike | None) -> tuple[Path, str | None]:
@@ -106,7 +165,7 @@ def load_book_gpt(path: str | os.PathLike | None = None, *, map_location: str = 
         map_location: device for the weights ("cpu", "cuda", ...).
 
     Returns:
-        ``(model, tokenizer)``: a :class:`lmlib.gpt.GPT` and a :class:`lmlib.tokenizer.CharTokenizer`
+        ``(model, tokenizer)``: a :class:`lmlib.lm.gpt.GPT` and a :class:`lmlib.text.tokenizer.CharTokenizer`
         with ``tokenizer.vocab_size == model.config.vocab_size``.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
@@ -144,7 +203,7 @@ def load_agent(name: str):
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    from .rl.ppo import load_ppo  # noqa: PLC0415  (gymnasium only when an agent is wanted)
+    from ..rl.ppo import load_ppo  # noqa: PLC0415  (gymnasium only when an agent is wanted)
 
     path = ASSETS / f"ppo_{name}.safetensors"
     if not path.exists():
@@ -165,13 +224,7 @@ def agent_results(name: str) -> list[dict[str, Any]]:
     if not files:
         raise FileNotFoundError(f"no results for agent {name!r} in {ASSETS} (files ppo_{name}_s<seed>.json); "
                                 f"make them with `python recipes/ppo_agents.py {name} --seed 1`")
-    out = []
-    for f in files:
-        try:
-            out.append(json.loads(f.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{f} is not valid JSON ({e}); rerun its recipe") from None
-    return out
+    return _read_all(files)
 
 
 def preference_results(prefix: str) -> dict[str, dict[str, Any]]:
@@ -187,13 +240,7 @@ def preference_results(prefix: str) -> dict[str, dict[str, Any]]:
         raise FileNotFoundError(f"no results rlhp_{prefix}*.json in {ASSETS}; the recipes "
                                 f"recipes/preference_agents.py (Hopper, the backflip) and "
                                 f"recipes/preference_atari.py (Breakout) make them")
-    out = {}
-    for f in files:
-        try:
-            out[f.stem[len("rlhp_"):]] = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{f} is not valid JSON ({e}); rerun its recipe") from None
-    return out
+    return {f.stem[len("rlhp_"):]: r for f, r in zip(files, _read_all(files))}
 
 
 def preference_video(tag: str) -> Path | None:
@@ -203,8 +250,6 @@ def preference_video(tag: str) -> Path | None:
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
-    from ._io import verify_sha256  # noqa: PLC0415
-
     path = ASSETS / f"rlhp_{tag}.mp4"
     return verify_sha256(path, manifest_sha256(path.name)) if path.exists() else None
 
@@ -216,8 +261,6 @@ def agent_video(name: str) -> Path:
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    from ._io import verify_sha256  # noqa: PLC0415
-
     path = ASSETS / f"ppo_{name}.mp4"
     if not path.exists():
         raise FileNotFoundError(f"no shipped video {path}; record it with "

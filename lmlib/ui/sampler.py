@@ -1,13 +1,13 @@
 """A sampling playground: every decoding knob of Chapter 6 on one panel.
 
 :func:`generate_text` does the work (encode the prompt, decode with greedy
-search, sampling or beam search from :mod:`lmlib.decoding`, decode the ids
+search, sampling or beam search from :mod:`lmlib.lm.decoding`, decode the ids
 back into text) and reports what it did; :func:`sampler_widget` puts
 ipywidgets controls in front of it. The split keeps the generation testable
 without a display, and lets a reader call the same function in a script::
 
-    from lmlib.pretrained import load_book_gpt
-    from lmlib.sampler_widget import generate_text, sampler_widget
+    from lmlib.assets import load_book_gpt
+    from lmlib.ui.sampler import generate_text, sampler_widget
     model, tok = load_book_gpt()
     print(generate_text(model, tok, "ROMEO:\\n", temperature=0.8, top_p=0.9, seed=1).text)
     sampler_widget(model, tok)           # in Jupyter or Colab: the last expression of a cell
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .decoding import beam_search, greedy, sample, sequence_log_likelihood
+from ..lm.decoding import beam_search, greedy, sample, sequence_log_likelihood
 
 __all__ = ["METHODS", "GenerationResult", "generate_text", "sampler_widget"]
 

@@ -21,7 +21,7 @@ Usage::
     out = model.generate(x[:1, :5], 100, generator=torch.Generator().manual_seed(0))
     model.save("gpt.safetensors");  GPT.from_checkpoint("gpt.safetensors")
 
-It trains with :func:`lmlib.train.train` as it is (``train(model, data, cfg)``): the loop takes
+It trains with :func:`lmlib.lm.train.train` as it is (``train(model, data, cfg)``): the loop takes
 the logits from the ``(logits, loss)`` pair.
 
 Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import CausalSelfAttention
-from .checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from .positional import (
     POS_ENCODINGS,
     ContextTooLongError,
@@ -71,7 +71,7 @@ class GPTConfig:
     bias: bool = True
     """Biases in the Linear layers and LayerNorms (GPT-2: True; nanoGPT's small models often use False)."""
     pos_encoding: PosEncoding = "learned"
-    """How position enters: "none", "learned" (GPT-2), "sinusoidal", "alibi" or "rope" (see lmlib.positional)."""
+    """How position enters: "none", "learned" (GPT-2), "sinusoidal", "alibi" or "rope" (see lmlib.lm.positional)."""
     tie_weights: bool = True
     """Share one (V, C) matrix between the token embedding wte and the output layer lm_head."""
     attn_impl: Literal["fused", "manual"] = "fused"
@@ -108,7 +108,7 @@ class GPTConfig:
 def check_token_ids(idx: object, name: str = "idx") -> None:
     """Raise a clear error unless ``idx`` is a non-empty (B, T) tensor of integer token ids.
 
-    Shared by :class:`GPT` and the other Transformers of Chapter 5 (:mod:`lmlib.families`), which
+    Shared by :class:`GPT` and the other Transformers of Chapter 5 (:mod:`lmlib.lm.architectures`), which
     add their own checks of length and vocabulary on top.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
@@ -371,7 +371,7 @@ class GPT(nn.Module):
         """Rebuild a GPT from a file written by :meth:`save` (one line: ``GPT.from_checkpoint(path)``).
 
         The checksum is verified. ``config`` is needed only for checkpoints that do not store one
-        (e.g. one written by :func:`lmlib.train.train`). The model is returned in eval mode.
+        (e.g. one written by :func:`lmlib.lm.train.train`). The model is returned in eval mode.
         """
         ckpt = load_checkpoint(path, map_location=map_location, expected_sha256=expected_sha256)
         if config is None:
