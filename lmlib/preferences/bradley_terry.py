@@ -20,6 +20,10 @@ import torch.nn.functional as F
 
 
 def check_epsilon(epsilon: float) -> float:
+    """``epsilon`` as a float in [0, 1] (the probability that the rater answers at random), or a ``ValueError``.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
     epsilon = float(epsilon)
     if not (0.0 <= epsilon <= 1.0):
         raise ValueError(f"epsilon (probability that the rater answers at random) must be in [0, 1], got {epsilon}")
@@ -75,7 +79,7 @@ def _log_probs(diff: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.
     if epsilon == 0.0:
         return F.logsigmoid(diff), F.logsigmoid(-diff)
     log_keep = math.log1p(-epsilon) if epsilon < 1.0 else -math.inf
-    log_rand = torch.full_like(diff, math.log(0.5 * epsilon))
+    log_rand = torch.full_like(diff, math.log(0.5) + math.log(epsilon))  # 0.5 * ε underflows for subnormal ε
     return (
         torch.logaddexp(F.logsigmoid(diff) + log_keep, log_rand),
         torch.logaddexp(F.logsigmoid(-diff) + log_keep, log_rand),

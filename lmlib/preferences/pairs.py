@@ -28,6 +28,10 @@ CHOICE_TO_MU: dict[str, float | None] = {"left": 1.0, "right": 0.0, "equal": 0.5
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
+    """``x`` (a tensor, array or nested list) as a numpy array; ``ValueError`` naming ``name`` if it is not numeric.
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     try:
