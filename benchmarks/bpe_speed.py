@@ -28,9 +28,14 @@ import os
 import time
 from collections import Counter
 
-
 from lmlib.text.corpus import shakespeare
-from lmlib.text.tokenizer import BPETokenizer, bytes_per_token, pretokenize, train_bpe, train_bpe_simple
+from lmlib.text.tokenizer import (
+    BPETokenizer,
+    bytes_per_token,
+    pretokenize,
+    train_bpe,
+    train_bpe_simple,
+)
 
 TRAIN_TARGET_S = 2.0  # brief: train vocab 512 on tiny Shakespeare in at most 2 s
 ENCODE_TARGET_MBS = 1.0  # brief: encode at least 1 MB/s

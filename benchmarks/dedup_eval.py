@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from lmlib._io import atomic_write_text
 from lmlib.text.dedup import (
     choose_bands,
@@ -42,7 +41,13 @@ from lmlib.text.dedup import (
     precision_recall,
     shingles,
 )
-from lmlib.text.quality import JUNK_TYPES, apply_filters, make_noisy_corpus, perturb, shakespeare_documents
+from lmlib.text.quality import (
+    JUNK_TYPES,
+    apply_filters,
+    make_noisy_corpus,
+    perturb,
+    shakespeare_documents,
+)
 
 
 def restrict(pairs: set[tuple[int, int]], keep: list[int]) -> set[tuple[int, int]]:

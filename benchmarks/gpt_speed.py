@@ -60,7 +60,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 from lmlib.lm.gpt import GPT, GPTConfig
 from lmlib.lm.train import TrainConfig, get_batch, lr_at
 

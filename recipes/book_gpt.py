@@ -16,7 +16,6 @@ Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from lmlib._io import atomic_write_text, sha256_file
-from lmlib.text.corpus import shakespeare
+from lmlib._io import sha256_file
+from lmlib.assets import BOOK_GPT, manifest_add
 from lmlib.lm.gpt import GPT, GPTConfig
-from lmlib.assets import BOOK_GPT, MANIFEST
-from lmlib.text.tokenizer import CharTokenizer
 from lmlib.lm.train import TrainConfig, estimate_loss, make_batch_fn, train
+from lmlib.text.corpus import shakespeare
+from lmlib.text.tokenizer import CharTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SPECIAL_TOKENS = ["<|endoftext|>"]  # reserved now (untrained), used by the instruction-tuning chapters
 
@@ -94,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     digest = model.save(args.out, meta=meta)
     if args.out.resolve() == BOOK_GPT.resolve():
-        entries = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-        entries[BOOK_GPT.name] = {"sha256": digest, "bytes": args.out.stat().st_size, "recipe": meta["recipe"]}
-        atomic_write_text(MANIFEST, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        assert manifest_add(args.out, meta["recipe"]) == digest
     assert sha256_file(args.out) == digest
     print(f"\ntrained {args.steps} steps in {train_time / 60:.1f} min; loss train {losses['train']:.4f} "
           f"val {losses['val']:.4f} ({args.eval_batches} batches each)")

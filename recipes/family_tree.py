@@ -28,10 +28,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from lmlib.experiments.family_tree import (
+    FULL,
+    RESULTS_PATH,
+    run_family_tree,
+    save_family_results,
+)
 from lmlib.lm.architectures import fill_in_the_blank, reverse_words
-from lmlib.experiments.family_tree import FULL, RESULTS_PATH, run_family_tree, save_family_results
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The line the chapter asks the encoder about.
 BLANK_LINE = "To be, or n_t to be: that is th_"

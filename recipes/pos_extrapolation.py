@@ -23,9 +23,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from lmlib.experiments.extrapolation import (
+    FULL,
+    QUICK,
+    RESULTS_PATH,
+    run_extrapolation,
+    save_extrapolation_results,
+)
 
-from lmlib.experiments.extrapolation import FULL, QUICK, RESULTS_PATH, run_extrapolation, save_extrapolation_results
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
