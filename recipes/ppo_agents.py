@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering, before mujoco is imported
 
-from lmlib._io import atomic_write_text
-from lmlib.assets import manifest_add
-from lmlib.rl.ppo import PPOConfig, evaluate, export_policy, load_ppo, ppo, record_video
+from lmlib._io import atomic_write_text  # noqa: E402 (after MUJOCO_GL)
+from lmlib.assets import manifest_add  # noqa: E402 (after MUJOCO_GL)
+from lmlib.rl.ppo import PPOConfig, evaluate, export_policy, load_ppo, ppo, record_video  # noqa: E402 (after MUJOCO_GL)
 
 #: agent -> (max_steps, render_every) of its video
 VIDEO = {"hopper": (1000, 2), "halfcheetah": (1000, 2), "hopper-vpg": (1000, 2),

@@ -48,12 +48,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lmlib._io import atomic_write_text
-from lmlib.assets import manifest_add
-from lmlib.preferences import SyntheticRater
-from lmlib.rl.ppo import PPOConfig, act, export_policy, ppo, _obs_for_policy
-from lmlib.preferences.agent import (PreferenceRLConfig, backflip_reward, count_backflips,
-                           ppo_from_preferences)
+from lmlib._io import atomic_write_text  # noqa: E402 (after MUJOCO_GL)
+from lmlib.assets import manifest_add  # noqa: E402 (after MUJOCO_GL)
+from lmlib.preferences import SyntheticRater  # noqa: E402 (after MUJOCO_GL)
+from lmlib.preferences.agent import (  # noqa: E402 (after MUJOCO_GL)
+    PreferenceRLConfig,
+    backflip_reward,
+    count_backflips,
+    ppo_from_preferences,
+)
+from lmlib.rl.ppo import PPOConfig, _obs_for_policy, act, export_policy, ppo  # noqa: E402 (after MUJOCO_GL)
 
 NO_TERMINATION = {"terminate_when_unhealthy": False}
 

@@ -43,14 +43,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from lmlib._io import atomic_write_text
 from lmlib.assets import manifest_add
 from lmlib.preferences import RewardEnsemble, Segment, SyntheticRater, sample_pairs
+from lmlib.preferences.agent import (
+    PreferenceRLConfig,
+    SegmentRecorder,
+    atari_features,
+    ppo_from_preferences,
+    reward_agreement,
+)
 from lmlib.rl.ppo import PPOConfig, act, export_policy, make_env
-from lmlib.preferences.agent import (PreferenceRLConfig, SegmentRecorder, atari_features, ppo_from_preferences,
-                           reward_agreement)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ENV_ID = "BreakoutNoFrameskip-v4"
 
