@@ -1,9 +1,10 @@
-"""Safe file handling shared by every chapter: atomic writes and checksums.
+"""Safe file handling shared by every chapter: atomic writes, durable appends and checksums.
 
 Nothing a reader produces (labels, checkpoints, exercise answers) may be lost
 or half-written on a crash, so every writer in lmlib goes through
-:func:`atomic_write_bytes` / :func:`atomic_write_text`, and every file that
-ships with the book is verified with :func:`sha256_file` before it is used.
+:func:`atomic_write_bytes` / :func:`atomic_write_text` (replace a whole file) or
+:func:`append_durably` (add to a log such as the reader's labels), and every file
+that ships with the book is verified with :func:`sha256_file` before it is used.
 
 Taught in: Appendix "How the book is built" (book/appendix_infrastructure.md).
 """
@@ -14,7 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "sha256_bytes", "sha256_file", "verify_sha256"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "append_durably", "write_all", "fsync_dir",
+           "sha256_bytes", "sha256_file", "verify_sha256"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -49,6 +51,75 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     if not isinstance(text, str):
         raise TypeError(f"atomic_write_text needs str, got {type(text).__name__}")
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the open file descriptor ``fd`` (``os.write`` may write fewer).
+
+    Taught in: Appendix "How the book is built" (book/appendix_infrastructure.md).
+    """
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush ``folder``'s entry list to disk, so a file just created in it survives a power cut.
+
+    A no-op where folders cannot be opened (Windows).
+
+    Taught in: Appendix "How the book is built" (book/appendix_infrastructure.md).
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append_durably(path: str | os.PathLike, data: bytes) -> int:
+    """Append ``data`` to ``path`` all or nothing, and return the file's size afterwards.
+
+    The file (and its folder) is created if needed and opened with ``O_APPEND``, so two writers
+    never overwrite each other; every byte is written (:func:`write_all`) and fsynced before this
+    returns. If the write fails part-way (disk full, an interrupt), the file is truncated back to
+    its old size and the error re-raised: the file never keeps half of ``data`` that we know of.
+    A new file's folder is fsynced too (:func:`fsync_dir`), so the file itself survives a crash.
+
+    Taught in: Appendix "How the book is built" (book/appendix_infrastructure.md).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"append_durably needs bytes, got {type(data).__name__}")
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise IsADirectoryError(f"cannot append to {path}: it exists but is not a file")
+    new_file = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        before = os.fstat(fd).st_size
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            try:  # leave the file exactly as it was: no half record
+                os.ftruncate(fd, before)
+                os.fsync(fd)
+            except OSError:
+                pass
+            raise
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if new_file:
+        fsync_dir(path.parent)
+    return size
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -45,3 +45,63 @@ def test_sha256_and_verify(tmp_path):
         _io.verify_sha256(p, "0" * 64)
     with pytest.raises(FileNotFoundError, match="no such file"):
         _io.sha256_file(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- durable appends
+
+
+def test_append_durably_appends_and_creates_folders(tmp_path):
+    p = tmp_path / "new" / "log.jsonl"
+    assert _io.append_durably(p, b"one\n") == 4
+    assert _io.append_durably(p, bytearray(b"two\n")) == 8
+    assert p.read_bytes() == b"one\ntwo\n"
+
+
+def test_append_durably_writes_everything_despite_short_writes(tmp_path, monkeypatch):
+    real_write = os.write
+    calls = []
+
+    def one_byte_at_a_time(fd, data):  # os.write may legally write fewer bytes than asked
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:1]))
+
+    monkeypatch.setattr(os, "write", one_byte_at_a_time)
+    _io.append_durably(tmp_path / "f", b"abcde")
+    monkeypatch.undo()
+    assert (tmp_path / "f").read_bytes() == b"abcde" and len(calls) == 5
+
+
+@pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt("interrupted")])
+def test_failed_append_leaves_the_file_unchanged(tmp_path, monkeypatch, exc):
+    p = tmp_path / "log"
+    _io.append_durably(p, b"kept\n")
+
+    def half_then_fail(fd, data):
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise exc
+
+    monkeypatch.setattr(_io, "write_all", half_then_fail)
+    with pytest.raises(type(exc)):
+        _io.append_durably(p, b"a long record that never completes\n")
+    assert p.read_bytes() == b"kept\n", "the half-written bytes are truncated away"
+    monkeypatch.undo()
+    assert _io.append_durably(p, b"next\n") == len(b"kept\nnext\n")
+
+
+def test_append_durably_fsyncs_the_folder_of_a_new_file_only(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(_io, "fsync_dir", lambda folder: synced.append(str(folder)))
+    _io.append_durably(tmp_path / "f", b"x")
+    _io.append_durably(tmp_path / "f", b"y")
+    assert synced == [str(tmp_path)]
+    monkeypatch.undo()
+    _io.fsync_dir(tmp_path)  # the real one works on an existing folder
+    _io.fsync_dir(tmp_path / "missing")  # and quietly does nothing where a folder cannot be opened
+
+
+def test_append_durably_errors_are_clear(tmp_path):
+    with pytest.raises(TypeError, match="needs bytes"):
+        _io.append_durably(tmp_path / "f", "text")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="not a file"):
+        _io.append_durably(tmp_path / "d", b"x")

@@ -252,11 +252,12 @@ def grade_notebook(
     notebook (as a dict), whose check cells replace the submission's.
     ``timeout``: seconds allowed per cell.
 
+    The steps: read the notebook and put the instructor's checks in (:func:`_prepare`), run it in a
+    fresh kernel that reports every check (:func:`_execute`), and turn the reports, or the reason a
+    check is missing, into one row per exercise (:func:`_grade_rows`).
+
     Taught in: the instructor guide (book/instructors.md).
     """
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
     start = time.perf_counter()
     expected = list(expected or [])
 
@@ -264,21 +265,43 @@ def grade_notebook(
         return NotebookResult(submission, rows, time.perf_counter() - start, problem,
                               executed if keep_executed else None)
 
-    def zero_all(message: str, ids: list[str]) -> list[Row]:
-        return [Row(submission.student, submission.notebook, x, 0.0, 0, 0, message) for x in ids] or \
-               [Row(submission.student, submission.notebook, "", 0.0, 0, 0, message)]
-
     try:
         nb = _read(submission.path)
     except (OSError, ValueError) as exc:
         problem = f"could not read the notebook: {exc}"
-        return result(zero_all(problem, expected), problem)
+        return result(_zero_rows(submission, problem, expected), problem)
+    nb, check_cells, ids = _prepare(nb, reference, expected)
+    problem, reports = _execute(nb, timeout, startup_timeout)
+    rows = _grade_rows(submission, nb, ids, check_cells, reports, problem)
+    return result(rows, problem, nbformat.from_dict(nb) if keep_executed else None)
+
+
+def _zero_rows(submission: Submission, message: str, ids: list[str]) -> list[Row]:
+    """A zero for each of ``ids`` (or one row without an id if there are none), all with ``message``."""
+    return [Row(submission.student, submission.notebook, x, 0.0, 0, 0, message) for x in ids] or \
+           [Row(submission.student, submission.notebook, "", 0.0, 0, 0, message)]
+
+
+def _prepare(nb: nbformat.NotebookNode, reference: dict | None,
+             expected: list[str]) -> tuple[nbformat.NotebookNode, list[tuple[int, list[str]]], list[str]]:
+    """The notebook with the instructor's check cells, its check cells ``(index, ids)`` and every id to grade."""
     ref_nb = nbformat.from_dict(reference) if reference is not None else None
     nb = _with_instructor_checks(nb, ref_nb)
     check_cells = _check_cells(nb)
     for i, _ in check_cells:  # a learner's own `check = ...` earlier in the notebook does not count
         nb.cells[i].source = GRADER_IMPORT + nb.cells[i].source
     ids = list(dict.fromkeys(expected + [x for _, cell_ids in check_cells for x in cell_ids]))
+    return nb, check_cells, ids
+
+
+def _execute(nb: nbformat.NotebookNode, timeout: int, startup_timeout: int) -> tuple[str, dict[str, dict]]:
+    """Run ``nb`` in place in a fresh kernel, in a throw-away folder and quick mode.
+
+    Returns ``(problem, reports)``: why the run stopped early ("" if it did not) and the last
+    report of each exercise id that the checks wrote.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     problem = ""
     with tempfile.TemporaryDirectory(prefix="lmbook-grade-") as tmp:
@@ -304,19 +327,31 @@ def grade_notebook(
             last = [l for l in kernel_log.read_text(errors="replace").splitlines() if l.strip()
                     and "running over TCP without encryption" not in l][-1:]
             problem += f"; the kernel's last words: {_one_line(last[0], 150)}" if last else ""
-        reports: dict[str, dict] = {}
-        if report.exists():
-            for line in report.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                    reports[str(rec["id"])] = rec  # the last check of an id counts
-                except (ValueError, KeyError, TypeError):
-                    continue
+        reports = _read_reports(report)
+    return problem, reports
 
-    def has_run(i: int) -> bool:
-        return nb.cells[i].get("execution_count") is not None or bool(nb.cells[i].get("outputs"))
 
-    last_run = max((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and has_run(i)), default=-1)
+def _read_reports(report: Path) -> dict[str, dict]:
+    """``{exercise id: record}`` from the checks' JSON-lines report; the last check of an id counts."""
+    reports: dict[str, dict] = {}
+    if report.exists():
+        for line in report.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+                reports[str(rec["id"])] = rec
+            except (ValueError, KeyError, TypeError):
+                continue
+    return reports
+
+
+def _has_run(cell: dict) -> bool:
+    return cell.get("execution_count") is not None or bool(cell.get("outputs"))
+
+
+def _grade_rows(submission: Submission, nb: nbformat.NotebookNode, ids: list[str],
+                check_cells: list[tuple[int, list[str]]], reports: dict[str, dict], problem: str) -> list[Row]:
+    """One row per exercise id: the score its check reported, or a zero saying why there is none."""
+    last_run = max((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and _has_run(c)), default=-1)
     rows = []
     for ex_id in ids:
         rec = reports.get(ex_id)
@@ -327,23 +362,23 @@ def grade_notebook(
             message = _one_line(rec.get("message", "")) or ("" if total else "the check ran no cases")
         else:
             score, passed, total = 0.0, 0, 0
-            cells = [i for i, cell_ids in check_cells if ex_id in cell_ids]
-            error = next((e for i in cells if (e := _cell_error(nb.cells[i]))), None)
-            ran = any(has_run(i) for i in cells)
-            if problem and last_run in cells:  # the notebook was stopped while this check was running
-                message = f"this check did not finish: {problem}"
-            elif error:
-                message = f"the check cell failed before checking: {_one_line(error, 200)} (did an earlier cell fail?)"
-            elif not cells:
-                message = "no check cell for this exercise in the notebook"
-            elif ran:
-                message = "the check cell ran but did not call check for this exercise"
-            else:
-                message = NOT_REACHED + (f": {problem}" if problem else "")
+            message = _missing_message(nb, [i for i, cell_ids in check_cells if ex_id in cell_ids], last_run, problem)
         rows.append(Row(submission.student, submission.notebook, ex_id, score, passed, total, message))
-    if not rows:
-        rows = zero_all(problem or "the notebook has no check cells", [])
-    return result(rows, problem, nbformat.from_dict(nb) if keep_executed else None)
+    return rows or _zero_rows(submission, problem or "the notebook has no check cells", [])
+
+
+def _missing_message(nb: nbformat.NotebookNode, cells: list[int], last_run: int, problem: str) -> str:
+    """Why an exercise whose check cells are ``cells`` reported nothing."""
+    error = next((e for i in cells if (e := _cell_error(nb.cells[i]))), None)
+    if problem and last_run in cells:  # the notebook was stopped while this check was running
+        return f"this check did not finish: {problem}"
+    if error:
+        return f"the check cell failed before checking: {_one_line(error, 200)} (did an earlier cell fail?)"
+    if not cells:
+        return "no check cell for this exercise in the notebook"
+    if any(_has_run(nb.cells[i]) for i in cells):
+        return "the check cell ran but did not call check for this exercise"
+    return NOT_REACHED + (f": {problem}" if problem else "")
 
 
 def _grade_task(args: tuple) -> NotebookResult:

@@ -93,14 +93,8 @@ def run_family_tree(
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
     mlm_steps = steps if mlm_steps is None else mlm_steps
-    if isinstance(parts, str) or not parts or not set(parts) <= {"blanks", "reversal"}:
-        raise ValueError(f"parts must be a non-empty list from ('blanks', 'reversal'), got {parts!r}")
-    for name, v in (("steps", steps), ("mlm_steps", mlm_steps), ("seq2seq_steps", seq2seq_steps),
-                    ("block_size", block_size), ("batch_size", batch_size), ("n_eval", n_eval)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not 0.0 < mask_prob <= 1.0:
-        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
+    _check_settings(parts, steps=steps, mlm_steps=mlm_steps, seq2seq_steps=seq2seq_steps, block_size=block_size,
+                    batch_size=batch_size, n_eval=n_eval, mask_prob=mask_prob)
     settings = dict(parts=list(parts), steps=steps, mlm_steps=mlm_steps, mask_prob=mask_prob,
                     seq2seq_steps=seq2seq_steps, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                     block_size=block_size, batch_size=batch_size, lr=lr, min_word_len=min_word_len,
@@ -109,59 +103,84 @@ def run_family_tree(
     tok = family_tokenizer(corpus.text)
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
                     n_embd=n_embd, bias=False)
-    models, seconds, metrics, params = {}, {}, {}, {}
-    out: dict[str, Any] = {"tokenizer": tok, "models": models, "metrics": metrics, "params": params,
-                           "seconds": seconds, "settings": settings, "test_words": [], "n_train_words": 0}
-
-    if "blanks" in parts:  # 1. encoder (MLM) vs decoder (next character) on the same text
-        data = {s: torch.tensor(tok.encode(getattr(corpus, s)), dtype=torch.long) for s in ("train", "val")}
-        torch.manual_seed(seed)
-        models["encoder"] = MaskedLM(cfg)
-        t0 = time.perf_counter()
-        h = train(models["encoder"], mlm_batch_fn(data, tok, block_size, batch_size, mask_prob),
-                  _train_cfg(mlm_steps, batch_size, block_size, lr, seed), loss_fn=masked_cross_entropy)
-        seconds["encoder"], metrics["mlm_loss"] = time.perf_counter() - t0, h["loss"][-1]
-        metrics["mlm_targets"] = round(mlm_steps * batch_size * block_size * mask_prob)  # expected number
-        metrics["gpt_targets"] = steps * batch_size * block_size
-        torch.manual_seed(seed)
-        models["decoder"] = GPT(cfg)
-        t0 = time.perf_counter()
-        h = train(models["decoder"], data, _train_cfg(steps, batch_size, block_size, lr, seed))
-        seconds["decoder"], metrics["gpt_loss"] = time.perf_counter() - t0, h["loss"][-1]
-        t0 = time.perf_counter()
-        for name in ("encoder", "decoder"):
-            metrics[f"blank_acc_{name}"] = blank_accuracy(models[name], data["val"], tok, block_size, n_eval, seed)
-        metrics["blank_acc_chance"] = Counter(corpus.val).most_common(1)[0][1] / len(corpus.val)
-        seconds["blank_eval"] = time.perf_counter() - t0
-
-    if "reversal" in parts:  # 2. encoder-decoder vs decoder-only on reversing words never seen in training
-        train_words = reversal_words(corpus.train, min_word_len, max_word_len)
-        seen = set(reversal_words(corpus.train, 1, 10**9))
-        test_words = [w for w in reversal_words(corpus.val, min_word_len, max_word_len) if w not in seen]
-        if not train_words or not test_words:
-            raise ValueError("no training or held-out words for the reversal task; widen min_word_len..max_word_len")
-        words = {"train": train_words, "val": test_words}
-        M = max_word_len
-        torch.manual_seed(seed)
-        models["encdec"] = EncoderDecoder(_replace_cfg(cfg, block_size=M + 2), pad_id=special_id(tok, "[PAD]"))
-        torch.manual_seed(seed)
-        models["decoder_seq2seq"] = GPT(_replace_cfg(cfg, block_size=2 * M + 1, n_layer=2 * n_layer))
-        for name, kind, model, T in (("encdec", "encdec", PackedSeq2Seq(models["encdec"], M), M + 1),
-                                     ("decoder_seq2seq", "gpt", models["decoder_seq2seq"], 2 * M + 1)):
-            t0 = time.perf_counter()
-            h = train(model, reversal_batch_fn(words, tok, M, batch_size, kind),
-                      _train_cfg(seq2seq_steps, batch_size, T, lr, seed), loss_fn=masked_cross_entropy)
-            seconds[name] = time.perf_counter() - t0
-            metrics[f"reversal_loss_{kind}"] = h["loss"][-1]
-        t0 = time.perf_counter()
-        metrics["reversal_acc_encdec"] = reversal_accuracy(models["encdec"], tok, test_words)
-        metrics["reversal_acc_decoder"] = reversal_accuracy(models["decoder_seq2seq"], tok, test_words)
-        seconds["reversal_eval"] = time.perf_counter() - t0
-        out["test_words"], out["n_train_words"] = test_words, len(train_words)
-    for name, m in models.items():
+    out: dict[str, Any] = {"tokenizer": tok, "models": {}, "metrics": {}, "params": {},
+                           "seconds": {}, "settings": settings, "test_words": [], "n_train_words": 0}
+    if "blanks" in parts:
+        _run_blanks(out, corpus, cfg, steps=steps, mlm_steps=mlm_steps, mask_prob=mask_prob, batch_size=batch_size,
+                    lr=lr, n_eval=n_eval, seed=seed)
+    if "reversal" in parts:
+        _run_reversal(out, corpus, cfg, seq2seq_steps=seq2seq_steps, batch_size=batch_size, lr=lr,
+                      min_word_len=min_word_len, max_word_len=max_word_len, seed=seed)
+    for name, m in out["models"].items():
         m.eval()
-        params[name] = m.num_params()
+        out["params"][name] = m.num_params()
     return out
+
+
+def _check_settings(parts: Sequence[str], mask_prob: float, **positive: int) -> None:
+    """Raise ``ValueError`` naming the setting unless ``parts`` is valid, ``positive`` are ints >= 1, 0 < mask_prob <= 1."""
+    if isinstance(parts, str) or not parts or not set(parts) <= {"blanks", "reversal"}:
+        raise ValueError(f"parts must be a non-empty list from ('blanks', 'reversal'), got {parts!r}")
+    for name, v in positive.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not 0.0 < mask_prob <= 1.0:
+        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
+
+
+def _run_blanks(out: dict[str, Any], corpus: CorpusSplit, cfg: GPTConfig, *, steps: int, mlm_steps: int,
+                mask_prob: float, batch_size: int, lr: float, n_eval: int, seed: int) -> None:
+    """Part 1: encoder (MLM) vs decoder (next character) on the same text; fills ``out`` in place."""
+    tok, models, metrics, seconds = out["tokenizer"], out["models"], out["metrics"], out["seconds"]
+    block_size = cfg.block_size
+    data = {s: torch.tensor(tok.encode(getattr(corpus, s)), dtype=torch.long) for s in ("train", "val")}
+    torch.manual_seed(seed)
+    models["encoder"] = MaskedLM(cfg)
+    t0 = time.perf_counter()
+    h = train(models["encoder"], mlm_batch_fn(data, tok, block_size, batch_size, mask_prob),
+              _train_cfg(mlm_steps, batch_size, block_size, lr, seed), loss_fn=masked_cross_entropy)
+    seconds["encoder"], metrics["mlm_loss"] = time.perf_counter() - t0, h["loss"][-1]
+    metrics["mlm_targets"] = round(mlm_steps * batch_size * block_size * mask_prob)  # expected number
+    metrics["gpt_targets"] = steps * batch_size * block_size
+    torch.manual_seed(seed)
+    models["decoder"] = GPT(cfg)
+    t0 = time.perf_counter()
+    h = train(models["decoder"], data, _train_cfg(steps, batch_size, block_size, lr, seed))
+    seconds["decoder"], metrics["gpt_loss"] = time.perf_counter() - t0, h["loss"][-1]
+    t0 = time.perf_counter()
+    for name in ("encoder", "decoder"):
+        metrics[f"blank_acc_{name}"] = blank_accuracy(models[name], data["val"], tok, block_size, n_eval, seed)
+    metrics["blank_acc_chance"] = Counter(corpus.val).most_common(1)[0][1] / len(corpus.val)
+    seconds["blank_eval"] = time.perf_counter() - t0
+
+
+def _run_reversal(out: dict[str, Any], corpus: CorpusSplit, cfg: GPTConfig, *, seq2seq_steps: int,
+                  batch_size: int, lr: float, min_word_len: int, max_word_len: int, seed: int) -> None:
+    """Part 2: encoder-decoder vs decoder-only on reversing words never seen in training; fills ``out`` in place."""
+    tok, models, metrics, seconds = out["tokenizer"], out["models"], out["metrics"], out["seconds"]
+    train_words = reversal_words(corpus.train, min_word_len, max_word_len)
+    seen = set(reversal_words(corpus.train, 1, 10**9))
+    test_words = [w for w in reversal_words(corpus.val, min_word_len, max_word_len) if w not in seen]
+    if not train_words or not test_words:
+        raise ValueError("no training or held-out words for the reversal task; widen min_word_len..max_word_len")
+    words = {"train": train_words, "val": test_words}
+    M = max_word_len
+    torch.manual_seed(seed)
+    models["encdec"] = EncoderDecoder(_replace_cfg(cfg, block_size=M + 2), pad_id=special_id(tok, "[PAD]"))
+    torch.manual_seed(seed)
+    models["decoder_seq2seq"] = GPT(_replace_cfg(cfg, block_size=2 * M + 1, n_layer=2 * cfg.n_layer))
+    for name, kind, model, T in (("encdec", "encdec", PackedSeq2Seq(models["encdec"], M), M + 1),
+                                 ("decoder_seq2seq", "gpt", models["decoder_seq2seq"], 2 * M + 1)):
+        t0 = time.perf_counter()
+        h = train(model, reversal_batch_fn(words, tok, M, batch_size, kind),
+                  _train_cfg(seq2seq_steps, batch_size, T, lr, seed), loss_fn=masked_cross_entropy)
+        seconds[name] = time.perf_counter() - t0
+        metrics[f"reversal_loss_{kind}"] = h["loss"][-1]
+    t0 = time.perf_counter()
+    metrics["reversal_acc_encdec"] = reversal_accuracy(models["encdec"], tok, test_words)
+    metrics["reversal_acc_decoder"] = reversal_accuracy(models["decoder_seq2seq"], tok, test_words)
+    seconds["reversal_eval"] = time.perf_counter() - t0
+    out["test_words"], out["n_train_words"] = test_words, len(train_words)
 
 
 def _replace_cfg(cfg: GPTConfig, **changes: Any) -> GPTConfig:

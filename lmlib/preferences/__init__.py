@@ -23,6 +23,10 @@ The pieces, in the order the paper uses them:
 * :func:`preference_probability`, :func:`preference_loss` - the Bradley-Terry model and its loss;
 * :class:`MLPRewardModel`, :class:`RewardEnsemble`, :func:`train_reward_model` - the reward predictor,
   an ensemble of them trained on bootstrap resamples, with normalised outputs;
+* :func:`sequence_scores` - a reward model's score of each segment: a masked sum of per-step rewards,
+  or, for a sequence model such as :class:`SequenceRewardModel` (the hidden state of the last real
+  token, Part III), one score per sequence;
+* :func:`ranking_loss`, :func:`ranking_to_pairs` - K ranked answers per prompt (InstructGPT, Part III);
 * :func:`select_queries`, :func:`label_schedule` - which pairs to ask about, and how many, when;
 * :class:`SyntheticRater` - a scripted rater that knows the true reward (optionally with a blind spot);
 * :class:`LabelStore` - a crash-safe, append-only file of the reader's own labels.
@@ -30,7 +34,8 @@ The pieces, in the order the paper uses them:
 The package, one module per concept, and ``agent`` (PPO on a learned reward, imported
 explicitly because it needs gymnasium):
 
-* :mod:`.pairs`, :mod:`.bradley_terry`, :mod:`.reward_models`, :mod:`.queries`, :mod:`.label_store`;
+* :mod:`.pairs`, :mod:`.bradley_terry`, :mod:`.scoring`, :mod:`.reward_models`, :mod:`.rankings`, :mod:`.queries`,
+  :mod:`.label_store`;
 * :mod:`lmlib.preferences.agent` - RL from preferences: clips from PPO's experience, the ensemble as
   the environment's reward, queries on a label schedule.
 
@@ -42,13 +47,17 @@ from .label_store import LabelFileError, LabelStore
 from .pairs import (CHOICE_TO_MU, CHOICES, PairBatch, PreferenceDataset, PreferencePair, Segment, bootstrap_indices,
                     collate_segments, label_to_mu, sample_pairs, to_numpy)
 from .queries import LabelSchedule, SyntheticRater, label_schedule, select_queries
-from .reward_models import MLPRewardModel, RewardEnsemble, evaluate_reward_model, per_step_rewards, train_reward_model
+from .rankings import ranking_loss, ranking_to_pairs
+from .reward_models import MLPRewardModel, RewardEnsemble, evaluate_reward_model, pair_loss, train_reward_model
+from .scoring import SequenceRewardModel, is_sequence_model, last_token_index, per_step_rewards, sequence_scores
 
 __all__ = [
     "CHOICES", "CHOICE_TO_MU", "Segment", "PreferencePair", "PreferenceDataset", "PairBatch", "collate_segments",
     "label_to_mu", "sample_pairs", "bootstrap_indices", "to_numpy",
     "preference_probability", "masked_sum", "preference_loss", "check_epsilon",
-    "per_step_rewards", "MLPRewardModel", "RewardEnsemble", "train_reward_model", "evaluate_reward_model",
+    "per_step_rewards", "sequence_scores", "is_sequence_model", "last_token_index", "SequenceRewardModel",
+    "MLPRewardModel", "RewardEnsemble", "pair_loss", "train_reward_model", "evaluate_reward_model",
+    "ranking_to_pairs", "ranking_loss",
     "select_queries", "LabelSchedule", "label_schedule", "SyntheticRater",
     "LabelFileError", "LabelStore",
 ]

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import as_mask
+
 
 # --------------------------------------------------------------------------- the Bradley-Terry model
 
@@ -64,13 +66,7 @@ def masked_sum(rewards: torch.Tensor, mask: torch.Tensor | None = None) -> torch
         raise ValueError(f"per-step rewards must be a (B, L) tensor, got {shape}; for one reward per sequence use r.unsqueeze(1)")
     if mask is None:
         return rewards.sum(dim=1)
-    if not isinstance(mask, torch.Tensor) or mask.shape != rewards.shape:
-        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a tensor of the same shape as the rewards {tuple(rewards.shape)}, got {shape}")
-    if mask.dtype != torch.bool:
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("a non-bool mask must contain only 0 and 1")
-        mask = mask.bool()
+    mask = as_mask(mask, rewards)
     return torch.where(mask, rewards, torch.zeros((), dtype=rewards.dtype, device=rewards.device)).sum(dim=1)
 
 
@@ -130,6 +126,10 @@ def preference_loss(
         raise ValueError(f"mu must have shape ({B},) (one label per pair), got {tuple(mu.shape)}")
     if not bool(((mu >= 0) & (mu <= 1)).all()):
         raise ValueError("mu must lie in [0, 1]: 1 = left better, 0 = right better, 0.5 = equal")
+    if mask_left is not None:
+        mask_left = as_mask(mask_left, pred_rewards_left, "mask_left")
+    if mask_right is not None:
+        mask_right = as_mask(mask_right, pred_rewards_right, "mask_right")
     r_left = masked_sum(pred_rewards_left, mask_left)
     r_right = masked_sum(pred_rewards_right, mask_right)
     diff = r_left - r_right

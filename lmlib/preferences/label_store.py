@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-
+from .._io import append_durably
 from .pairs import CHOICES, PreferencePair
 
 
@@ -23,13 +23,6 @@ class LabelFileError(ValueError):
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
     """
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def _validate_record(obj: Any) -> str | None:
@@ -115,20 +108,14 @@ class LabelStore:
                 )
             offset = line_end
         if data and not data.endswith(b"\n"):  # complete last record whose newline never got written
-            with open(self.path, "ab") as f:
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_durably(self.path, b"\n")
         self._records = records
         self._size = self.path.stat().st_size
 
     def _repair(self, data: bytes, good_end: int, lineno: int, problem: str) -> None:
         torn = data[good_end:]
         backup = self.path.with_name(self.path.name + ".torn")
-        with open(backup, "ab") as f:
-            f.write(torn + (b"" if torn.endswith(b"\n") else b"\n"))
-            f.flush()
-            os.fsync(f.fileno())
+        append_durably(backup, torn + (b"" if torn.endswith(b"\n") else b"\n"))
         os.truncate(self.path, good_end)
         warnings.warn(
             f"{self.path}: ignored a torn last line (line {lineno}: {problem}), probably a crash while a label "
@@ -201,38 +188,7 @@ class LabelStore:
             line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"label record is not JSON-serialisable: {exc}") from exc
-        new_file = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            before = os.fstat(fd).st_size
-            try:
-                _write_all(fd, line)
-                os.fsync(fd)
-            except BaseException:
-                try:  # leave the file exactly as it was: no half line
-                    os.ftruncate(fd, before)
-                    os.fsync(fd)
-                except OSError:
-                    pass
-                raise
-            self._size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if new_file:
-            _fsync_dir(self.path.parent)
+        self._size = append_durably(self.path, line)  # one fsynced append; a failed write leaves no half line
         self._records.append(record)
         return dict(record)
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,10 +1,14 @@
 """Reward models: a per-step MLP, an ensemble trained on bootstrap resamples, and their training loop.
 
+The loop trains any reward model that :func:`~lmlib.preferences.scoring.sequence_scores` can score:
+per-step models (Chapter 11) and sequence models such as
+:class:`~lmlib.preferences.scoring.SequenceRewardModel` (Part III).
+
 Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -12,29 +16,10 @@ import torch.nn as nn
 
 from .bradley_terry import check_epsilon, masked_sum, preference_loss, preference_probability
 from .pairs import PairBatch, PreferenceDataset, PreferencePair, Segment, bootstrap_indices, collate_segments
+from .scoring import is_sequence_model, per_step_rewards, sequence_scores
 
 
 # --------------------------------------------------------------------------- reward models
-
-
-def per_step_rewards(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Run a reward model on ``x`` (``(B, L, D)`` features or ``(B, L)`` tokens) and check it returns ``(B, L)``.
-
-    Any ``nn.Module`` mapping per-step inputs to per-step rewards is a reward model; a trailing
-    dimension of size 1, ``(B, L, 1)``, is squeezed.
-
-    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
-    """
-    out = model(x)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"a reward model must return a tensor, got {type(out).__name__}")
-    if out.dim() == 3 and out.shape[-1] == 1:
-        out = out.squeeze(-1)
-    if tuple(out.shape) != tuple(x.shape[:2]):
-        raise ValueError(
-            f"a reward model must map inputs {tuple(x.shape)} to per-step rewards {tuple(x.shape[:2])}, got {tuple(out.shape)}"
-        )
-    return out
 
 
 class MLPRewardModel(nn.Module):
@@ -93,12 +78,18 @@ class RewardEnsemble(nn.Module):
 
     Each member is trained on its own bootstrap resample of the labelled pairs
     (:func:`train_reward_model` does this). Each member's output is normalised with a running
-    mean and standard deviation of its per-step predictions on the segments seen so far
+    mean and standard deviation of its predictions on the segments seen so far
     (:meth:`update_normalization`) to zero mean and unit std, as in the paper; before any
     update the normalisation is the identity.
 
-    * ``member_rewards(x, normalized)`` -> ``(K, B, L)``;
-    * ``forward(x)`` / ``predict(x)`` -> ``(B, L)``: the mean over members of normalised rewards
+    The members are all per-step models (Chapter 11) or all sequence models
+    (``scores_sequences = True``, e.g. :class:`~lmlib.preferences.scoring.SequenceRewardModel`);
+    the ensemble is then the same kind, so :func:`~lmlib.preferences.scoring.sequence_scores` scores it.
+
+    * ``member_rewards(x, normalized)`` -> ``(K, B, L)`` (per-step members only);
+    * ``member_scores(x, mask, normalized)`` -> ``(K, B)``: each member's score of each segment;
+    * ``forward(x, mask=None)`` / ``predict(x, mask=None)``: the mean over members of normalised
+      outputs, ``(B, L)`` per-step rewards (the mask is not needed) or ``(B,)`` sequence scores
       (``predict`` without gradients, in eval mode: the reward handed to the RL agent);
     * ``disagreement(pairs)`` -> ``(N,)``: std across members of P[left ≻ right].
 
@@ -112,11 +103,20 @@ class RewardEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         if len({id(m) for m in members}) != len(members):
             raise ValueError("ensemble members must be distinct modules (use copy.deepcopy or a factory)")
+        kinds = {is_sequence_model(m) for m in members}
+        if len(kinds) > 1:
+            raise ValueError("ensemble members must all be per-step reward models or all sequence models "
+                             "(scores_sequences = True), not a mix")
         self.members = nn.ModuleList(members)
         K = len(members)
         self.register_buffer("norm_count", torch.zeros(K, dtype=torch.float64))
         self.register_buffer("norm_mean", torch.zeros(K, dtype=torch.float64))
         self.register_buffer("norm_var", torch.ones(K, dtype=torch.float64))
+
+    @property
+    def scores_sequences(self) -> bool:
+        """True when the members score whole sequences (then ``forward(x, mask) -> (B,)``)."""
+        return is_sequence_model(self.members[0])
 
     @classmethod
     def of_mlps(cls, k: int = 3, seed: int = 0, **mlp_kwargs: Any) -> "RewardEnsemble":
@@ -136,26 +136,42 @@ class RewardEnsemble(nn.Module):
     def __len__(self) -> int:
         return len(self.members)
 
-    def member_rewards(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """Per-step rewards of every member, ``(K, B, L)``; raw or normalised."""
-        r = torch.stack([per_step_rewards(m, x) for m in self.members])
-        if normalized:
-            mean = self.norm_mean.to(r.dtype)[:, None, None]
-            std = torch.sqrt(self.norm_var + 1e-8).to(r.dtype)[:, None, None]
-            r = (r - mean) / std
-        return r
+    def _normalize(self, r: torch.Tensor) -> torch.Tensor:
+        """Member ``k``'s outputs ``r[k]`` (any trailing shape) to zero mean and unit std."""
+        shape = (-1,) + (1,) * (r.dim() - 1)
+        mean = self.norm_mean.to(r.dtype).view(shape)
+        std = torch.sqrt(self.norm_var + 1e-8).to(r.dtype).view(shape)
+        return (r - mean) / std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Ensemble mean of normalised per-step rewards, ``(B, L)``."""
+    def member_rewards(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Per-step rewards of every member, ``(K, B, L)``; raw or normalised (per-step members only)."""
+        if self.scores_sequences:
+            raise TypeError("the members score whole sequences; use member_scores(x, mask) -> (K, B)")
+        r = torch.stack([per_step_rewards(m, x) for m in self.members])
+        return self._normalize(r) if normalized else r
+
+    def member_scores(self, x: torch.Tensor, mask: torch.Tensor | None = None, normalized: bool = False) -> torch.Tensor:
+        """Every member's score of every segment, ``(K, B)``: a sum of (normalised) per-step rewards, or a
+        (normalised) sequence score. ``x``: ``(B, L, D)`` or ``(B, L)``; ``mask``: ``(B, L)``, None = all real."""
+        if self.scores_sequences:
+            s = torch.stack([sequence_scores(m, x, mask) for m in self.members])  # (K, B)
+            return self._normalize(s) if normalized else s
+        r = self.member_rewards(x, normalized)  # (K, B, L)
+        return torch.stack([masked_sum(rk, mask) for rk in r])  # (K, B)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Ensemble mean of normalised outputs: per-step rewards ``(B, L)`` or sequence scores ``(B,)``."""
+        if self.scores_sequences:
+            return self.member_scores(x, mask, normalized=True).mean(dim=0)
         return self.member_rewards(x, normalized=True).mean(dim=0)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` in eval mode without gradients: the reward the RL agent receives, ``(B, L)``."""
+    def predict(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` in eval mode without gradients: the reward the RL agent receives."""
         was_training = self.training
         self.eval()
         try:
-            return self(x)
+            return self(x, mask)
         finally:
             self.train(was_training)
 
@@ -176,19 +192,23 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def update_normalization(self, data: Sequence[Segment] | torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Fold each member's raw per-step predictions on ``data`` into its running mean/std.
+        """Fold each member's raw predictions on ``data`` into its running mean/std.
 
         ``data``: segments, or inputs ``(B, L, D)``/``(B, L)`` with an optional bool ``mask (B, L)``.
-        Uses the parallel (Chan et al.) update, so feeding data in pieces equals feeding it at once.
+        Per-step members contribute their reward on every real step, sequence members one score
+        per segment. Uses the parallel (Chan et al.) update, so feeding data in pieces equals
+        feeding it at once.
         """
         x, mask = self._inputs(data, mask)
         was_training = self.training
         self.eval()
         try:
-            r = self.member_rewards(x).double()  # (K, B, L)
+            if self.scores_sequences:
+                vals = self.member_scores(x, mask).double()  # (K, B)
+            else:
+                vals = self.member_rewards(x).double()[:, mask]  # (K, n real steps)
         finally:
             self.train(was_training)
-        vals = r[:, mask]  # (K, n)
         n = vals.shape[1]
         if n == 0:
             return
@@ -216,9 +236,7 @@ class RewardEnsemble(nn.Module):
                 part = pairs[s : s + chunk]
                 xl, ml = self._inputs([p.left for p in part], None)
                 xr, mr = self._inputs([p.right for p in part], None)
-                rl, rr = self.member_rewards(xl), self.member_rewards(xr)  # (K, b, L)
-                ret_l = torch.stack([masked_sum(rl[k], ml) for k in range(K)])
-                ret_r = torch.stack([masked_sum(rr[k], mr) for k in range(K)])
+                ret_l, ret_r = self.member_scores(xl, ml), self.member_scores(xr, mr)  # (K, b)
                 out.append(preference_probability(ret_l.double(), ret_r.double(), epsilon).cpu().numpy())
         finally:
             self.train(was_training)
@@ -236,13 +254,27 @@ def _members(model: nn.Module) -> list[nn.Module]:
     return list(model.members) if isinstance(model, RewardEnsemble) else [model]
 
 
+def pair_loss(model: nn.Module, batch: PairBatch, epsilon: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`preference_loss` of a reward model on a batch of labelled pairs: ``(loss, diagnostics)``.
+
+    Each side is scored with :func:`~lmlib.preferences.scoring.sequence_scores` (``(B,)``: a masked
+    sum of per-step rewards, or a sequence model's score), so the same loop trains both kinds.
+    ``batch``: a :class:`PairBatch` (``left``/``right`` ``(B, L, D)`` or ``(B, L)``, masks ``(B, L)``,
+    ``mu (B,)``).
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    r_left = sequence_scores(model, batch.left, batch.mask_left)  # (B,)
+    r_right = sequence_scores(model, batch.right, batch.mask_right)  # (B,)
+    return preference_loss(r_left[:, None], r_right[:, None], batch.mu, epsilon)  # a score is a one-step return
+
+
 @torch.no_grad()
 def _evaluate_member(model: nn.Module, batch: PairBatch, epsilon: float) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        rl, rr = per_step_rewards(model, batch.left), per_step_rewards(model, batch.right)
-        loss, diag = preference_loss(rl, rr, batch.mu, epsilon, batch.mask_left, batch.mask_right)
+        loss, diag = pair_loss(model, batch, epsilon)
     finally:
         model.train(was_training)
     return {"loss": float(loss), **diag}
@@ -325,8 +357,7 @@ def train_reward_model(
             order = rng.permutation(len(idx))
             for s in range(0, len(order), batch_size):
                 b = mine.index(order[s : s + batch_size])
-                rl, rr = per_step_rewards(member, b.left), per_step_rewards(member, b.right)
-                loss, _ = preference_loss(rl, rr, b.mu, epsilon, b.mask_left, b.mask_right)
+                loss, _ = pair_loss(member, b, epsilon)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
