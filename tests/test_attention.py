@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lmlib.lm.attention import CausalSelfAttention, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
+from lmlib.lm.attention import (CausalSelfAttention, MultiHeadAttention, causal_mask, padded_causal_mask, padding_mask,
+                                scaled_dot_product_attention)
 from lmlib.exercises import ExerciseFailed, check
 from lmlib.exercises import ch04
 
@@ -132,6 +133,34 @@ def test_masks_worked_by_hand():
     assert pm.shape == (2, 1, 1, 4)
     assert pm[:, 0, 0].tolist() == [[True, True, True, False], [True, False, False, False]]
     assert padding_mask([2, 1]).shape == (2, 1, 1, 2)
+
+
+def test_padded_causal_mask_worked_by_hand():
+    m = padded_causal_mask(torch.tensor([[False, True, True], [True, True, False]]))
+    assert m.shape == (2, 1, 3, 3)
+    assert m[0, 0].int().tolist() == [[1, 0, 0],  # a padding query sees only itself: no empty softmax row
+                                      [0, 1, 0],  # real queries never see the padding key 0
+                                      [0, 1, 1]]
+    assert m[1, 0].int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]  # right padding: the causal mask + diagonal
+    with pytest.raises(ValueError, match=r"attention_mask must be \(B, T\)"):
+        padded_causal_mask(torch.ones(3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("pos", ["none", "alibi", "rope"])
+def test_causal_self_attention_with_a_padding_mask_fused_equals_manual(pos):
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(8, 2, pos_encoding=pos).eval()
+    x = torch.randn(2, 5, 8)
+    mask = torch.tensor([[False, False, True, True, True], [True] * 5])
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    fused, _ = attn(x, attention_mask=mask, positions=positions)
+    attn.impl = "manual"
+    manual, w = attn(x, need_weights=True, attention_mask=mask, positions=positions)
+    torch.testing.assert_close(fused, manual, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(fused).all() and (w[0, :, 2:, :2] == 0).all()  # real queries give padding no weight
+    # the real part of row 0 equals the three real tokens alone
+    alone, _ = attn(x[:1, 2:])
+    torch.testing.assert_close(manual[:1, 2:], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_mask_errors_are_clear():

@@ -101,6 +101,36 @@ def test_rope_worked_by_hand_and_errors():
         RotaryEmbedding(4)(torch.zeros(3, 6))
 
 
+@pytest.mark.parametrize("base", [0.0, -10.0, float("nan"), float("inf")])
+def test_rope_and_sinusoidal_refuse_a_base_that_is_not_positive(base):
+    # base <= 0 used to give NaN angles silently
+    with pytest.raises(ValueError, match=f"got base={base!r}$"):  # the message names the bad base
+        RotaryEmbedding(4, base=base)
+    with pytest.raises(ValueError, match="base must be a finite number > 0"):
+        rope_angles(3, 4, base=base)
+    with pytest.raises(ValueError, match="base must be a finite number > 0"):
+        SinusoidalPositionalEncoding(4, base=base)
+
+
+def test_per_row_positions_worked_by_hand():
+    from lmlib.lm.positional import position_ids
+
+    mask = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+    pos = position_ids(mask)
+    wpe = LearnedPositionalEmbedding(8, 4)
+    torch.testing.assert_close(wpe(5, positions=pos)[0, 2:], wpe(3))
+    sin = SinusoidalPositionalEncoding(4)
+    torch.testing.assert_close(sin(5, positions=pos)[0, 2:], sinusoidal_encoding(3, 4))
+    rope = RotaryEmbedding(4)
+    x = torch.randn(2, 1, 5, 4)
+    torch.testing.assert_close(rope(x, positions=pos)[0, :, 2:], rope(x[:1, :, 2:])[0])
+    with pytest.raises(ContextTooLongError, match="position 8 is beyond block_size=8"):
+        wpe(2, positions=torch.tensor([[7, 8]]))
+    with pytest.raises(ValueError, match=r"positions must be a \(B, T=3\)"):
+        wpe(3, positions=torch.tensor([[0, 1]]))
+
+
 # ---------------------------------------------------------------------------- ALiBi
 
 

@@ -141,10 +141,18 @@ def test_cross_entropy_worked_value_and_errors():
     assert cross_entropy_loss(logits, y).item() == pytest.approx(5 / 6 * math.log(5), abs=1e-6)
     with pytest.raises(ValueError, match=r"logits must be \(B, T, V\), got \(6, 5\)"):
         cross_entropy_loss(logits.reshape(6, 5), y)
-    with pytest.raises(ValueError, match=r"targets y must be \(B, T\) = \(2, 3\).*got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"targets must have shape \(B, T\) = \(2, 3\).*got \(2, 4\)"):
         cross_entropy_loss(logits, torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(TypeError, match="integer token ids, got dtype torch.float32"):
         cross_entropy_loss(logits, y.float())
+
+
+def test_the_default_loss_ignores_minus_one_targets():
+    # the loop's loss is lmlib.lm.losses.masked_cross_entropy: -1 (padding, a prompt) carries no loss
+    logits = torch.zeros(2, 3, 5)
+    logits[0, 0, 0] = 100.0
+    y = torch.tensor([[0, -1, -1], [3, 4, -1]])
+    assert cross_entropy_loss(logits, y).item() == pytest.approx(2 / 3 * math.log(5), abs=1e-6)
 
 
 def test_a_model_returning_logits_and_loss_trains_like_one_returning_logits():

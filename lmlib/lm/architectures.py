@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .attention import MultiHeadAttention
 from ..text.corpus import shakespeare
 from .gpt import GPT, GPTConfig, MLP, check_token_ids
+from .losses import masked_cross_entropy  # re-exported: Chapter 5 trains MLM and seq2seq with it
 from .positional import ContextTooLongError, LearnedPositionalEmbedding
 from ..text.tokenizer import CharTokenizer
 from .train import BatchFn, get_batch
@@ -202,36 +203,6 @@ def _check_ids(idx: Any, config: GPTConfig, name: str) -> None:
         raise ValueError(f"{name} holds token ids in [{lo}, {hi}], outside [0, vocab_size={config.vocab_size})")
 
 
-def _check_targets(targets: Any, shape: torch.Size) -> None:
-    if not isinstance(targets, Tensor) or targets.shape != shape:
-        got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-        raise ValueError(f"targets must have shape {tuple(shape)} (-1 = no loss there), got {got}")
-    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
-        raise TypeError(f"targets must be integer token ids (-1 = ignore), got dtype {targets.dtype}")
-
-
-def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over the positions whose target is not -1.
-
-    Args:
-        logits: (B, T, V).
-        targets: (B, T) token ids, -1 where there is nothing to predict (unmasked positions in
-            MLM, the prompt and the padding in sequence-to-sequence).
-
-    Returns:
-        A scalar. If no position has a target the loss is 0 (with a gradient of 0), not NaN.
-
-    Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
-    """
-    if not isinstance(logits, Tensor) or logits.ndim != 3:
-        raise ValueError(f"logits must be (B, T, V), got {getattr(logits, 'shape', type(logits).__name__)}")
-    _check_targets(targets, logits.shape[:2])
-    flat = targets.reshape(-1)
-    if not bool((flat != -1).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat.long(), ignore_index=-1)
-
-
 # ----------------------------------------------------------------------------- encoder-only
 
 
@@ -271,8 +242,6 @@ class MaskedLM(nn.Module):
                 key_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) -> ``(logits (B, T, V), loss or None)``; targets (B, T), -1 = ignore."""
         _check_ids(idx, self.config, "idx")
-        if targets is not None:
-            _check_targets(targets, idx.shape)
         tr = self.transformer
         x = tr.drop(tr.wte(idx) + tr.wpe(idx.shape[1]))  # (B, T, C)
         for block in tr.h:
@@ -537,8 +506,6 @@ class EncoderDecoder(nn.Module):
                 src_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """src (B, S), tgt (B, T) -> ``(logits (B, T, V), loss or None)``."""
         _check_ids(src, self.config, "src")
-        if targets is not None:
-            _check_targets(targets, tgt.shape)
         if tgt.shape[0] != src.shape[0]:
             raise ValueError(f"src {tuple(src.shape)} and tgt {tuple(tgt.shape)} must have the same batch size")
         src_mask = self._src_mask(src, src_mask)

@@ -35,6 +35,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "causal_mask",
     "padding_mask",
+    "padded_causal_mask",
     "MultiHeadAttention",
     "CausalSelfAttention",
 ]
@@ -94,6 +95,35 @@ def padding_mask(lengths: Tensor | list[int], S: int | None = None) -> Tensor:
     if len(lengths) and int(lengths.max()) > S:
         raise ValueError(f"a sequence has length {int(lengths.max())} > padded length S={S}")
     return (torch.arange(S, device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
+
+
+def padded_causal_mask(attention_mask: Tensor) -> Tensor:
+    """The causal mask of a padded batch: query i of row b sees key j iff ``j <= i`` and key j is real.
+
+    A padding *query* sees only itself (the diagonal is always allowed), so no row of the softmax is
+    empty and padding never produces NaN; what padding positions compute is garbage nobody reads
+    (real queries never attend to them). Works for left and right padding.
+
+    Args:
+        attention_mask: (B, T) bool, True = a real token (0/1 accepted).
+
+    Returns:
+        (B, 1, T, T) bool, True = may attend, broadcastable against scores (B, nh, T, T).
+
+    Taught in: Chapter 4, "Attention" (chapters/04_attention.ipynb); batched generation in Chapter 6,
+    "Decoding" (chapters/06_decoding.ipynb).
+    """
+    if not isinstance(attention_mask, Tensor) or attention_mask.ndim != 2:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be (B, T) with True for real tokens, got {got}")
+    if attention_mask.dtype != torch.bool:
+        if attention_mask.dtype.is_floating_point or bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+            raise ValueError(f"attention_mask must be bool (or 0/1 integers), got dtype {attention_mask.dtype}")
+        attention_mask = attention_mask.bool()
+    T = attention_mask.shape[1]
+    causal = causal_mask(T, device=attention_mask.device)  # (T, T)
+    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)
+    return ((causal & attention_mask[:, None, :]) | eye)[:, None]  # (B, 1, T, T)
 
 
 # ----------------------------------------------------------------------------- the function
@@ -297,8 +327,10 @@ class CausalSelfAttention(nn.Module):
     Asking for the weights (``need_weights=True``) always takes the manual path.
     The attribute can be changed at any time: ``attn.impl = "manual"``.
 
-    ``forward(x, need_weights=False) -> (y, weights)``: x, y (B, T, C); weights
-    (B, nh, T, T) or ``None``.
+    ``forward(x, need_weights=False, *, attention_mask=None, positions=None) -> (y, weights)``:
+    x, y (B, T, C); weights (B, nh, T, T) or ``None``. ``attention_mask`` (B, T) bool, True = real
+    token, hides padding keys on top of the causal mask (:func:`padded_causal_mask`); ``positions``
+    (B, T) are the per-row position ids RoPE rotates by (default ``0 .. T-1``).
 
     Taught in: Chapter 4, "Attention" (chapters/04_attention.ipynb); the positional options in
     Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
@@ -328,18 +360,28 @@ class CausalSelfAttention(nn.Module):
         self.rotary = RotaryEmbedding(self.head_size) if pos_encoding == "rope" else None
         self.alibi = ALiBi(n_head) if pos_encoding == "alibi" else None
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, C) -> ``(y (B, T, C), weights (B, nh, T, T) or None)``."""
+    def forward(self, x: Tensor, need_weights: bool = False, *, attention_mask: Tensor | None = None,
+                positions: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> ``(y (B, T, C), weights (B, nh, T, T) or None)``; masks as in the class docstring."""
         if x.ndim != 3 or x.shape[-1] != self.n_embd:
             raise ValueError(f"CausalSelfAttention expects x of shape (B, T, C={self.n_embd}), got {tuple(x.shape)}")
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, positions=positions), self.rotary(k, positions=positions)
         p = self.dropout if self.training else 0.0
         weights = None
-        if self.impl == "fused" and not need_weights:
+        if attention_mask is not None:  # padding: one explicit (B, 1, T, T) mask instead of is_causal
+            allowed = padded_causal_mask(attention_mask)
+            mask = allowed
+            if self.alibi is not None:  # ALiBi is relative (i - j): padding in front does not shift it
+                mask = self.alibi(T).to(q.dtype).masked_fill(~allowed, float("-inf"))  # (B, nh, T, T)
+            if self.impl == "fused" and not need_weights:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            else:
+                y, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p, return_weights=True)
+        elif self.impl == "fused" and not need_weights:
             if self.alibi is None:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             else:  # PyTorch takes one mask: the ALiBi bias with -inf on the future

@@ -11,8 +11,13 @@ next token from them is a separate choice, and it changes the text a lot:
   token gets logit ``-inf``, i.e. probability 0 after the softmax.
   :func:`next_token_distribution` chains them in the usual order.
 * **decoding loops**: :func:`sample` (random draws, reproducible with a
-  ``torch.Generator``), :func:`greedy` (always the most likely token) and
+  ``torch.Generator``; the one sampler of the book, :meth:`lmlib.lm.gpt.GPT.generate`
+  calls it), :func:`greedy` (always the most likely token) and
   :func:`beam_search` (keep the ``num_beams`` most likely prefixes).
+* **batched generation** for fine-tuning and RLHF: :func:`generate_batch` takes prompts of
+  different lengths, left-pads them, lets each row stop at an end token and returns a
+  :class:`Generation` with the response, its mask and the log-probabilities of the sampled
+  tokens under the model.
 * **metrics** for the diversity/quality trade-off: :func:`distinct_n` (share
   of distinct n-grams, Li et al. 2016) and :func:`sequence_log_likelihood`
   (mean log-probability per generated token under a model).
@@ -30,14 +35,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from .losses import logprobs_from_logits
+
 __all__ = [
     "apply_temperature", "top_k_filter", "top_p_filter", "repetition_penalty", "next_token_distribution",
-    "sample", "greedy", "beam_search", "BeamSearchResult", "distinct_n", "sequence_log_likelihood",
+    "sample", "greedy", "beam_search", "BeamSearchResult", "Generation", "generate_batch",
+    "distinct_n", "sequence_log_likelihood",
 ]
 
 Model = Callable[[Tensor], Any]  # ids (B, T) long -> logits (B, T, V) or (B, V), or a tuple starting with them
@@ -278,9 +287,9 @@ def next_token_distribution(
 # ----------------------------------------------------------------------------- calling the model
 
 
-def _model_logits(model: Model, idx: Tensor) -> Tensor:
+def _model_logits(model: Model, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
     """``model(idx)`` as a tensor: the first element of a tuple/list output, checked for shape."""
-    out = model(idx)
+    out = model(idx) if attention_mask is None else model(idx, attention_mask=attention_mask)
     if isinstance(out, (tuple, list)):
         out = out[0]
     if not isinstance(out, Tensor):
@@ -293,10 +302,10 @@ def _model_logits(model: Model, idx: Tensor) -> Tensor:
     return out
 
 
-def _next_logits(model: Model, idx: Tensor, max_context: int | None) -> Tensor:
+def _next_logits(model: Model, idx: Tensor, max_context: int | None, attention_mask: Tensor | None = None) -> Tensor:
     """The ``(B, V)`` logits of the token after ``idx``, the context cropped to its last ``max_context`` tokens."""
     context = idx if max_context is None or idx.shape[1] <= max_context else idx[:, -max_context:]
-    out = _model_logits(model, context)
+    out = _model_logits(model, context, attention_mask)
     return out[:, -1, :] if out.dim() == 3 else out
 
 
@@ -501,6 +510,181 @@ def beam_search(
     )
 
 
+# ----------------------------------------------------------------------------- batched generation
+
+
+@dataclass
+class Generation:
+    """What :func:`generate_batch` returns: B prompts (left-padded) and their responses.
+
+    * ``tokens``: (B, P + N) long, the left-padded prompts followed by the responses
+      (P = the longest prompt, N = the steps taken, ``<= max_new_tokens``);
+    * ``prompt_mask``: (B, P) bool, True on real prompt tokens (False on the padding in front);
+    * ``response``: (B, N) long, the sampled tokens; ``pad_id`` after a row's end token;
+    * ``logprobs``: (B, N) float32, ``log p(response[:, t] | tokens before it)`` under the model itself
+      (temperature 1, no filtering; see :func:`generate_batch`), 0 where ``response_mask`` is False;
+    * ``response_mask``: (B, N) bool, True up to and including the first ``eos_id``, False after.
+
+    ``attention_mask`` = ``cat([prompt_mask, response_mask], 1)``, (B, P + N): with it,
+    ``lmlib.lm.losses.token_logprobs(model, tokens, attention_mask)[0][:, P:]`` recomputes ``logprobs``.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb); used by the RLHF chapters.
+    """
+
+    tokens: Tensor
+    prompt_mask: Tensor
+    response: Tensor
+    logprobs: Tensor
+    response_mask: Tensor
+
+    @property
+    def attention_mask(self) -> Tensor:
+        """(B, P + N) bool: real prompt tokens and response tokens up to the end token."""
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+
+def _model_config(model: Model, name: str) -> int | None:
+    value = getattr(getattr(model, "config", None), name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check_special_ids(model: Model, pad_id: int, eos_id: int | None) -> int | None:
+    """Check pad_id and eos_id against the model's vocabulary (if it has a config); return vocab_size or None."""
+    vocab_size = _model_config(model, "vocab_size")
+    for name, value in (("pad_id", pad_id), ("eos_id", eos_id)):
+        if value is not None:
+            _check_count(value, name, 0)
+            if vocab_size is not None and value >= vocab_size:
+                raise ValueError(f"{name}={value} is not a token id of this model (vocab_size={vocab_size})")
+    return vocab_size
+
+
+def _left_pad(prompts: Sequence[Sequence[int] | Tensor], pad_id: int, vocab_size: int | None,
+              device: torch.device) -> tuple[Tensor, Tensor]:
+    """Prompts of different lengths -> ``(ids (B, P), mask (B, P))``, padded on the left with ``pad_id``."""
+    if isinstance(prompts, Tensor) or not isinstance(prompts, Sequence) or isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of prompts (lists of ints or 1-D tensors), got "
+                        f"{type(prompts).__name__}; for a (B, T) tensor use list(ids)")
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: give at least one prompt")
+    rows = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, Tensor):
+            if p.ndim != 1 or p.dtype.is_floating_point or p.dtype.is_complex or p.dtype == torch.bool:
+                raise ValueError(f"prompts[{i}] must be a 1-D integer tensor, got shape {tuple(p.shape)}, "
+                                 f"dtype {p.dtype}")
+            p = p.tolist()
+        if isinstance(p, str) or not isinstance(p, Sequence) or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in p):
+            raise TypeError(f"prompts[{i}] must be a list of int token ids (encode text first), got {p!r:.60}")
+        if len(p) == 0:
+            raise ValueError(f"prompts[{i}] is empty: every prompt needs at least one token (e.g. a BOS token)")
+        bad = [t for t in p if t < 0 or (vocab_size is not None and t >= vocab_size)]
+        if bad:
+            raise ValueError(f"prompts[{i}] holds the token id {bad[0]}, outside [0, vocab_size={vocab_size})")
+        rows.append(list(p))
+    P = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (P - len(r)) + r for r in rows], dtype=torch.long, device=device)  # (B, P)
+    mask = torch.tensor([[False] * (P - len(r)) + [True] * len(r) for r in rows], device=device)  # (B, P)
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Model,
+    prompts: Sequence[Sequence[int] | Tensor],
+    max_new_tokens: int,
+    *,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    max_context: int | None = None,
+) -> Generation:
+    """Continue a batch of prompts of different lengths; each row stops at its own end token.
+
+    The prompts are padded on the *left* with ``pad_id`` so that every row's next token is in the
+    last column; the model is called as ``model(ids, attention_mask=mask)`` whenever a row has
+    padding (:class:`lmlib.lm.gpt.GPT` then hides the padding and numbers each row's positions from
+    its first real token, so a padded prompt is continued exactly as the prompt alone). A row that
+    has produced ``eos_id`` gets ``pad_id`` from then on (``response_mask`` False, logprob 0); the loop
+    stops early once every row has ended. The context is cropped from the left to its last
+    ``max_context`` columns (default: the model's ``config.block_size``, if it has one), as
+    :meth:`lmlib.lm.gpt.GPT.generate` does, so prompts longer than the block size are allowed.
+
+    **Which distribution the log-probabilities come from.** ``logprobs`` are taken from the model
+    itself, ``log softmax(logits)`` at temperature 1 with no top-k/top-p filtering, whatever was used
+    to *draw* the tokens. These are the policy's log-probabilities that RLHF needs (TRL's
+    ``logprobs``): PPO's ratio and the KL penalty ``logprobs - ref_logprobs`` compare the policy with
+    itself and with the reference model, and :func:`lmlib.lm.losses.token_logprobs` recomputes them
+    from ``tokens`` (equal to about 1e-6 while ``P + N <= max_context``). With ``temperature != 1``,
+    ``top_k`` or ``top_p`` the tokens are drawn from a *different* distribution than the one scored,
+    so the sample mean of ``logprobs - ref_logprobs`` is no longer an estimate of KL(policy || ref)
+    and can come out negative; for on-policy RLHF sample with the defaults (temperature 1, no filters).
+
+    Args:
+        model: ``model(ids (B, T), attention_mask=(B, T) bool) -> logits (B, T, V)`` or a tuple
+            starting with them (a :class:`lmlib.lm.gpt.GPT`); equal-length prompts need no mask.
+            Put it in eval mode first.
+        prompts: B prompts, each a non-empty list of int ids or a 1-D integer tensor.
+        max_new_tokens: at most this many tokens per row, ``>= 1``.
+        eos_id: the end token (None: every row runs ``max_new_tokens`` steps).
+        pad_id: the id put in front of short prompts and after an end token (a real id, ``[0, V)``).
+        temperature, top_k, top_p: as in :func:`sample` (temperature 0 is greedy).
+        greedy: take the most likely token (ties: the lowest id); ignores the three above.
+        generator: a seeded ``torch.Generator`` on the model's device, for reproducible samples.
+        max_context: crop the context to its last ``max_context`` tokens (default ``model.config.block_size``).
+
+    Returns:
+        a :class:`Generation` (tokens, prompt_mask, response, logprobs, response_mask).
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb); used by the RLHF chapters.
+    """
+    _check_count(max_new_tokens, "max_new_tokens", 1)
+    _check_sampling_args(temperature, top_k, top_p, 1.0)
+    if not isinstance(greedy, bool):
+        raise TypeError(f"greedy must be True or False, got {greedy!r}")
+    vocab_size = _check_special_ids(model, pad_id, eos_id)
+    max_context = _model_config(model, "block_size") if max_context is None else max_context
+    if max_context is not None:
+        _check_count(max_context, "max_context", 1)
+    _check_model_mode(model)
+    params = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    device = params.device if params is not None else torch.device("cpu")
+    tokens, mask = _left_pad(prompts, pad_id, vocab_size, device)  # (B, P) each
+    prompt_mask, B = mask, tokens.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=device)  # rows that have produced eos_id
+    response, logprobs, response_mask = [], [], []
+    for _ in range(max_new_tokens):
+        ctx, ctx_mask = tokens, mask
+        if max_context is not None and ctx.shape[1] > max_context:  # the model sees its last max_context tokens
+            ctx, ctx_mask = ctx[:, -max_context:], ctx_mask[:, -max_context:]
+        attention_mask = None if bool(ctx_mask.all()) else ctx_mask
+        logits = _next_logits(model, ctx, None, attention_mask).float()  # (B, V)
+        logp = torch.log_softmax(logits, dim=-1)  # (B, V): the policy itself, temperature 1, unfiltered
+        if greedy:
+            next_id = logits.argmax(dim=-1)  # (B,)
+        else:
+            probs = next_token_distribution(logits, None, temperature, top_k, top_p)  # what we draw from
+            next_id = torch.multinomial(probs, num_samples=1, generator=generator)[:, 0].to(device)  # (B,)
+        alive = ~done
+        next_id = torch.where(alive, next_id, torch.full_like(next_id, pad_id))
+        response.append(next_id)
+        logprobs.append(logp.gather(-1, next_id[:, None])[:, 0].masked_fill(~alive, 0.0))
+        response_mask.append(alive)
+        tokens = torch.cat([tokens, next_id[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(alive)[:, None]], dim=1)  # ended rows: finite, ignored
+        if eos_id is not None:
+            done = done | (alive & (next_id == eos_id))
+            if bool(done.all()):
+                break
+    return Generation(tokens=tokens, prompt_mask=prompt_mask, response=torch.stack(response, dim=1),
+                      logprobs=torch.stack(logprobs, dim=1), response_mask=torch.stack(response_mask, dim=1))
+
+
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -580,6 +764,8 @@ def sequence_log_likelihood(
         _check_count(max_context, "max_context", 1)
     _check_model_mode(model)
     targets = sequences[:, prompt_len:]  # (B, L) the generated tokens
+    # the per-token values are lmlib.lm.losses.token_logprobs(model, sequences)[0][:, prompt_len:]; a next-token
+    # function (B, V) or a cropped context needs the step-by-step path, so both share logprobs_from_logits
     logits = None
     if max_context is None or T - 1 <= max_context:
         out = _model_logits(model, sequences[:, :-1])
@@ -587,5 +773,4 @@ def sequence_log_likelihood(
             logits = out[:, prompt_len - 1:, :]  # (B, L, V): position t predicts token t + 1
     if logits is None:  # a next-token function, or contexts longer than max_context: one step at a time
         logits = torch.stack([_next_logits(model, sequences[:, :t], max_context) for t in range(prompt_len, T)], dim=1)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)  # (B, L)
-    return logp.mean(dim=1)
+    return logprobs_from_logits(logits, targets).mean(dim=1)  # (B, L) -> (B,)

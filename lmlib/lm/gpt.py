@@ -7,7 +7,12 @@ The architecture (Radford et al. 2019; nanoGPT's layout and parameter names)::
     for each of n_layer blocks:                 # pre-LayerNorm blocks
         x = x + attn(ln_1(x))                   # tokens look at earlier tokens
         x = x + mlp(ln_2(x))                    # each token thinks on its own (C -> 4C -> C, GELU)
-    logits = lm_head(ln_f(x))                   # (B, T, V); lm_head shares wte's weights (tying)
+    h = ln_f(x)                                 # (B, T, C) hidden_states: where value/reward heads sit
+    logits = lm_head(h)                         # (B, T, V); lm_head shares wte's weights (tying)
+
+Padded batches (Part III): ``attention_mask`` (B, T), True = real token, hides padding keys and
+numbers each row's positions from its first real token (``cumsum(mask) - 1``), so a left-padded
+prompt gives the same logits as the prompt alone, for every ``pos_encoding``.
 
 Initialisation follows GPT-2/nanoGPT: weights ~ N(0, 0.02), biases 0, and the two
 projections that write into the residual stream (``attn.c_proj``, ``mlp.c_proj``)
@@ -17,7 +22,8 @@ Usage::
 
     cfg = GPTConfig(vocab_size=64, block_size=64, n_layer=4, n_head=4, n_embd=128)
     model = GPT(cfg)
-    logits, loss = model(x, y)                  # x, y: (B, T) token ids
+    logits, loss = model(x, y)                  # x, y: (B, T) token ids; y = -1: no loss there
+    h = model.hidden_states(x)                  # (B, T, C), lm_head(h) == logits
     out = model.generate(x[:1, :5], 100, generator=torch.Generator().manual_seed(0))
     model.save("gpt.safetensors");  GPT.from_checkpoint("gpt.safetensors")
 
@@ -33,17 +39,20 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import CausalSelfAttention
 from ..checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from ..checks import as_mask
+from .attention import CausalSelfAttention
+from .decoding import sample
+from .losses import masked_cross_entropy
 from .positional import (
     POS_ENCODINGS,
     ContextTooLongError,
     LearnedPositionalEmbedding,
     PosEncoding,
     SinusoidalPositionalEncoding,
+    position_ids,
 )
 
 __all__ = ["GPTConfig", "MLP", "Block", "GPT", "ContextTooLongError", "check_token_ids"]
@@ -147,7 +156,8 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One pre-LN Transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
 
-    ``forward(x, need_weights=False) -> (x, weights)``: x (B, T, C); weights (B, nh, T, T) or None.
+    ``forward(x, need_weights=False, *, attention_mask=None, positions=None) -> (x, weights)``:
+    x (B, T, C); weights (B, nh, T, T) or None; the masks go to :class:`CausalSelfAttention`.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
@@ -160,9 +170,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, need_weights: bool = False, *, attention_mask: Tensor | None = None,
+                positions: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """x (B, T, C) -> ``(x (B, T, C), attention weights (B, nh, T, T) or None)``."""
-        a, weights = self.attn(self.ln_1(x), need_weights)
+        a, weights = self.attn(self.ln_1(x), need_weights, attention_mask=attention_mask, positions=positions)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -171,9 +182,10 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """A decoder-only Transformer language model (see the module docstring for the architecture).
 
-    ``forward(idx, targets=None) -> (logits, loss)``: idx (B, T) int64 token ids;
-    logits (B, T, V); loss = mean cross-entropy against targets (B, T) (entries -1 are
-    ignored), or ``None`` without targets.
+    ``forward(idx, targets=None, *, attention_mask=None) -> (logits, loss)``: idx (B, T) int64
+    token ids; logits (B, T, V); loss = :func:`lmlib.lm.losses.masked_cross_entropy` against
+    targets (B, T) (entries -1 are ignored), or ``None`` without targets. ``hidden_states(idx)``
+    gives the (B, T, C) trunk output under the logits.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
@@ -241,38 +253,72 @@ class GPT(nn.Module):
         if lo < 0 or hi >= cfg.vocab_size:
             raise ValueError(f"{name} holds token ids in [{lo}, {hi}], outside [0, vocab_size={cfg.vocab_size})")
 
-    def _hidden(self, idx: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+    def _check_attention_mask(self, attention_mask: Tensor | None, idx: Tensor) -> Tensor | None:
+        """None, or ``attention_mask`` as a (B, T) bool tensor with at least one real token per row."""
+        if attention_mask is None:
+            return None
+        mask = as_mask(attention_mask, idx, "attention_mask")  # (B, T) bool, True = real token
+        if not torch.compiler.is_compiling() and not bool(mask.any(dim=1).all()):
+            row = int((~mask.any(dim=1)).nonzero()[0])
+            raise ValueError(f"attention_mask row {row} is all False: every sequence needs a real token")
+        return mask
+
+    def _hidden(self, idx: Tensor, need_weights: bool = False,
+                attention_mask: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         """idx (B, T) -> final hidden states ln_f(x) (B, T, C) and the per-layer attention weights."""
         B, T = idx.shape
+        # a padded batch numbers each row from its first real token; otherwise every row is 0 .. T-1
+        positions = None if attention_mask is None else position_ids(attention_mask)  # (B, T)
         x = self.transformer.wte(idx)  # (B, T, C) token embeddings
         if self.config.pos_encoding == "sinusoidal":
             # Vaswani et al. (section 3.4) scale the embeddings by sqrt(C); otherwise the fixed encodings
             # (entries of size ~1) drown the token embeddings (std 0.02) and training is much slower
             x = x * math.sqrt(self.config.n_embd)
         if "wpe" in self.transformer:  # additive position encodings ("learned", "sinusoidal")
-            x = x + self.transformer.wpe(T, device=idx.device).to(x.dtype)  # (T, C) broadcast over B
+            # (T, C) broadcast over B, or (B, T, C) with per-row positions
+            x = x + self.transformer.wpe(T, device=idx.device, positions=positions).to(x.dtype)
         x = self.transformer.drop(x)
+        rope = positions if self.config.pos_encoding == "rope" else None  # ALiBi is relative: the mask is enough
         maps = []
         for block in self.transformer.h:
-            x, w = block(x, need_weights)
+            x, w = block(x, need_weights, attention_mask=attention_mask, positions=rope)
             if need_weights:
                 maps.append(w)
         return self.transformer.ln_f(x), maps
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """idx (B, T) -> ``(logits (B, T, V), loss or None)``; targets (B, T) with -1 = ignore."""
+    def hidden_states(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """The trunk's output, after the final LayerNorm: where ``lm_head``, a value head or a reward head sit.
+
+        Args:
+            idx: (B, T) integer token ids.
+            attention_mask: (B, T) bool (or 0/1), True = real token; padding (left or right) is never
+                attended to and positions count real tokens only. None = no padding.
+
+        Returns:
+            (B, T, C) with ``self.lm_head(hidden_states(idx)) == forward(idx)[0]``. Rows at padding
+            positions are finite but meaningless.
+
+        Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb); heads on the trunk in Part III.
+        """
         self._check_idx(idx)
-        if targets is not None:
-            if not isinstance(targets, Tensor) or targets.shape != idx.shape:
-                got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {got}")
-            if targets.dtype.is_floating_point or targets.dtype == torch.bool:
-                raise TypeError(f"targets must be integer token ids, got dtype {targets.dtype}")
-        x, _ = self._hidden(idx)
+        return self._hidden(idx, attention_mask=self._check_attention_mask(attention_mask, idx))[0]
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None, *,
+                attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """idx (B, T) -> ``(logits (B, T, V), loss or None)``; targets (B, T) with -1 = ignore.
+
+        ``attention_mask`` (B, T), True = real token: see :meth:`hidden_states`. It does not change
+        which targets count: give padding the target -1.
+        """
+        self._check_idx(idx)
+        attention_mask = self._check_attention_mask(attention_mask, idx)
+        if targets is not None and (not isinstance(targets, Tensor) or targets.shape != idx.shape):
+            got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {got}")
+        x, _ = self._hidden(idx, attention_mask=attention_mask)  # (B, T, C), as hidden_states returns
         logits = self.lm_head(x)  # (B, T, V)
-        loss = None
-        if targets is not None:  # the loss in float32 even when the logits are bf16 (autocast)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        # the loss in float32 even when the logits are bf16 (autocast); -1 = no loss there
+        loss = None if targets is None else masked_cross_entropy(logits, targets)
         return logits, loss
 
     @torch.no_grad()
@@ -307,7 +353,9 @@ class GPT(nn.Module):
         Each step feeds the last ``block_size`` tokens, divides the last position's logits
         by ``temperature``, keeps the ``top_k`` largest (if given) and samples from the
         softmax. ``temperature=0`` picks the most likely token (greedy). Runs in eval mode
-        (no dropout) and restores the previous mode.
+        (no dropout) and restores the previous mode. The loop is :func:`lmlib.lm.decoding.sample`
+        (which also has top-p and a repetition penalty); for padded batches that stop at an end
+        token, see :func:`lmlib.lm.decoding.generate_batch`.
 
         Args:
             idx: (B, T) int64 prompt token ids.
@@ -328,23 +376,9 @@ class GPT(nn.Module):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         was_training = self.training
         self.eval()
-        try:
-            idx = idx.long()
-            for _ in range(max_new_tokens):
-                idx_cond = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
-                x, _ = self._hidden(idx_cond)
-                logits = self.lm_head(x[:, -1, :]).float()  # (B, V): only the last position matters
-                if temperature == 0:
-                    idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-                else:
-                    logits = logits / temperature
-                    if top_k is not None and top_k < logits.size(-1):
-                        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1) k-th largest
-                        logits = logits.masked_fill(logits < kth, float("-inf"))
-                    probs = F.softmax(logits, dim=-1)
-                    idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-                idx = torch.cat([idx, idx_next], dim=1)
-            return idx
+        try:  # one sampler for the whole book: lmlib.lm.decoding.sample, the context cropped to block_size
+            return sample(self, idx.long(), max_new_tokens, temperature=temperature, top_k=top_k,
+                          generator=generator, max_context=self.config.block_size)
         finally:
             self.train(was_training)
 

@@ -32,6 +32,10 @@ experiment of Chapter 5).
 Shapes: ``T`` positions, ``d`` features (``n_embd`` for additive encodings,
 the head size ``hs`` for RoPE), ``nh`` heads.
 
+Padded batches: the modules also take ``positions``, a (B, T) tensor of position ids per row (for a
+left-padded row, ``cumsum(mask) - 1``: its first real token sits at position 0), so that a prompt
+gets the same encodings with or without padding in front of it.
+
 Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
 """
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "POS_ENCODINGS",
     "PosEncoding",
     "ContextTooLongError",
+    "position_ids",
     "sinusoidal_encoding",
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEncoding",
@@ -76,6 +81,47 @@ def _check_positions(T: int, offset: int = 0) -> None:
         raise ValueError(f"offset (the position of the first token) must be an int >= 0, got {offset!r}")
 
 
+def _check_position_ids(positions: Tensor, T: int) -> int:
+    """``positions``: (B, T) integer position ids >= 0; returns the largest one (0 if empty)."""
+    if not isinstance(positions, Tensor) or positions.ndim != 2 or positions.shape[1] != T:
+        got = tuple(positions.shape) if isinstance(positions, Tensor) else type(positions).__name__
+        raise ValueError(f"positions must be a (B, T={T}) tensor of position ids, got {got}")
+    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
+        raise TypeError(f"positions must hold integer position ids, got dtype {positions.dtype}")
+    if positions.numel() == 0:
+        return 0
+    if int(positions.min()) < 0:
+        raise ValueError(f"positions must be >= 0, got {int(positions.min())}")
+    return int(positions.max())
+
+
+def _check_base(base: float) -> None:
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not (math.isfinite(base) and base > 0):
+        raise ValueError(f"base must be a finite number > 0 (the wavelength scale, 10000 in the papers), "
+                         f"got base={base!r}")
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Per-row positions of a padded batch: ``cumsum(mask) - 1``, clamped at 0.
+
+    The first real token of each row gets position 0 wherever padding puts it, so a left-padded
+    prompt is encoded exactly as the same prompt alone. Worked example: mask ``[0, 0, 1, 1, 1]``
+    gives ``[0, 0, 0, 1, 2]`` (padding gets 0; nothing reads it).
+
+    Args:
+        attention_mask: (B, T) bool (or 0/1), True = a real token.
+
+    Returns:
+        (B, T) int64.
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb), for batched generation.
+    """
+    if not isinstance(attention_mask, Tensor) or attention_mask.ndim != 2:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be (B, T) with True for real tokens, got {got}")
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
 # ----------------------------------------------------------------------------- sinusoidal
 
 
@@ -103,8 +149,7 @@ def sinusoidal_encoding(
     _check_positions(T, offset)
     if not isinstance(d, int) or d < 2 or d % 2:
         raise ValueError(f"sinusoidal encodings need an even number of features d >= 2 (sin/cos pairs), got d={d!r}")
-    if base <= 0:
-        raise ValueError(f"base must be > 0, got {base}")
+    _check_base(base)
     pos = torch.arange(offset, offset + T, dtype=torch.float64, device=device)[:, None]  # (T, 1)
     inv_freq = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)  # (d/2,) = 1 / base^(2i/d)
     angles = pos * inv_freq  # (T, d/2)
@@ -129,9 +174,19 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(block_size, d))
         nn.init.normal_(self.weight, mean=0.0, std=0.02)
 
-    def forward(self, T: int, offset: int = 0, device: torch.device | str | None = None) -> Tensor:
-        """Rows ``offset .. offset + T - 1`` of the table: (T, d) (``device`` is ignored: the table's own)."""
+    def forward(self, T: int, offset: int = 0, device: torch.device | str | None = None, *,
+                positions: Tensor | None = None) -> Tensor:
+        """Rows ``offset .. offset + T - 1`` of the table: (T, d) (``device`` is ignored: the table's own).
+
+        With ``positions`` (B, T) integer ids: the rows ``weight[positions]``, (B, T, d).
+        """
         _check_positions(T, offset)
+        if positions is not None:
+            top = _check_position_ids(positions, T)
+            if top >= self.max_len:
+                raise ContextTooLongError(f"position {top} is beyond block_size={self.max_len}, the number of "
+                                          "learned position embeddings; crop the input to the last block_size tokens")
+            return self.weight[positions]  # (B, T, d)
         if offset + T > self.max_len:
             raise ContextTooLongError(
                 f"sequence of {offset + T} tokens is longer than block_size={self.max_len}, the number of "
@@ -155,14 +210,25 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.d, self.base = d, base
         self._cache: Tensor | None = None  # (T_cached, d), grown on demand; not saved in checkpoints
 
-    def forward(self, T: int, offset: int = 0, device: torch.device | str | None = None) -> Tensor:
-        """Encodings of positions ``offset .. offset + T - 1``: (T, d) float32 on ``device`` (default cpu)."""
+    def forward(self, T: int, offset: int = 0, device: torch.device | str | None = None, *,
+                positions: Tensor | None = None) -> Tensor:
+        """Encodings of positions ``offset .. offset + T - 1``: (T, d) float32 on ``device`` (default cpu).
+
+        With ``positions`` (B, T) integer ids: the encodings of those positions, (B, T, d) on their device.
+        """
         _check_positions(T, offset)
+        if positions is not None:
+            end = _check_position_ids(positions, T) + 1
+            return self._table(end, positions.device)[positions]  # (B, T, d)
         device = torch.device("cpu") if device is None else torch.device(device)
-        if self._cache is None or self._cache.shape[0] < offset + T or self._cache.device != device:
-            n = max(offset + T, 64, 0 if self._cache is None else 2 * self._cache.shape[0])
+        return self._table(offset + T, device)[offset : offset + T]
+
+    def _table(self, n_rows: int, device: torch.device) -> Tensor:
+        """The cached (>= n_rows, d) table on ``device``, grown (doubling) on demand."""
+        if self._cache is None or self._cache.shape[0] < n_rows or self._cache.device != device:
+            n = max(n_rows, 64, 0 if self._cache is None else 2 * self._cache.shape[0])
             self._cache = sinusoidal_encoding(n, self.d, self.base, device=device)
-        return self._cache[offset : offset + T]
+        return self._cache
 
     def extra_repr(self) -> str:
         return f"d={self.d}, base={self.base:g}"
@@ -267,6 +333,7 @@ def rope_angles(
     _check_positions(T, offset)
     if not isinstance(d, int) or d < 2 or d % 2:
         raise ValueError(f"RoPE rotates pairs of features, so the head size must be even, got {d!r}")
+    _check_base(base)
     theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)  # (d/2,)
     angles = torch.arange(offset, offset + T, dtype=torch.float64, device=device)[:, None] * theta  # (T, d/2)
     return angles.cos().float(), angles.sin().float()
@@ -279,7 +346,8 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
     Args:
         x: (..., T, d) queries or keys (e.g. (B, nh, T, hs)).
-        cos, sin: (T, d/2) from :func:`rope_angles`.
+        cos, sin: (T, d/2) from :func:`rope_angles`, or any shape (..., T, d/2) that broadcasts
+            against x (e.g. (B, 1, T, d/2): one row of positions per sequence).
 
     Returns:
         (..., T, d), same dtype as ``x``.
@@ -289,10 +357,10 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if x.ndim < 2:
         raise ValueError(f"x must be (..., T, d), got shape {tuple(x.shape)}")
     T, d = x.shape[-2:]
-    if cos.shape != (T, d // 2) or sin.shape != (T, d // 2) or d % 2:
+    if cos.shape[-2:] != (T, d // 2) or sin.shape != cos.shape or d % 2 or cos.ndim > x.ndim:
         raise ValueError(
-            f"x (..., T={T}, d={d}) needs cos and sin of shape (T, d/2) = ({T}, {d // 2}) and an even d, "
-            f"got cos {tuple(cos.shape)}, sin {tuple(sin.shape)}"
+            f"x (..., T={T}, d={d}) needs cos and sin of shape (T, d/2) = ({T}, {d // 2}) (or (..., T, d/2) "
+            f"broadcasting against x) and an even d, got cos {tuple(cos.shape)}, sin {tuple(sin.shape)}"
         )
     a, b = x[..., 0::2].float(), x[..., 1::2].float()  # (..., T, d/2) each
     out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)  # (..., T, d/2, 2)
@@ -310,21 +378,37 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_size: int, base: float = 10000.0) -> None:
         super().__init__()
-        rope_angles(1, head_size, base)  # validate now
+        rope_angles(1, head_size, base)  # validate now: an even head size, a finite base > 0 (else NaN angles)
         self.head_size, self.base = head_size, base
         self._cos: Tensor | None = None
         self._sin: Tensor | None = None
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Rotate ``x`` of shape (..., T, hs) whose first row sits at position ``offset``."""
+    def forward(self, x: Tensor, offset: int = 0, *, positions: Tensor | None = None) -> Tensor:
+        """Rotate ``x`` of shape (..., T, hs) whose first row sits at position ``offset``.
+
+        With ``positions`` (B, T) integer ids and x (B, nh, T, hs): row t of sequence b is rotated by
+        the angle of position ``positions[b, t]`` (the same for every head).
+        """
+        if x.ndim < 2:
+            raise ValueError(f"x must be (..., T, hs), got shape {tuple(x.shape)}")
         T, d = x.shape[-2:]
         if d != self.head_size:
             raise ValueError(f"RotaryEmbedding was built for head size {self.head_size}, got x with last dim {d}")
         _check_positions(T, offset)
-        if self._cos is None or self._cos.shape[0] < offset + T or self._cos.device != x.device:
-            n = max(offset + T, 64, 0 if self._cos is None else 2 * self._cos.shape[0])
-            self._cos, self._sin = rope_angles(n, d, self.base, device=x.device)
+        if positions is not None:
+            if x.ndim != 4 or positions.shape[:1] != x.shape[:1]:
+                raise ValueError(f"positions (B, T) need x of shape (B, nh, T, hs) with the same B, got x "
+                                 f"{tuple(x.shape)} and positions {tuple(getattr(positions, 'shape', ()))}")
+            self._grow(_check_position_ids(positions, T) + 1, x.device)
+            return apply_rope(x, self._cos[positions][:, None], self._sin[positions][:, None])  # (B, 1, T, hs/2)
+        self._grow(offset + T, x.device)
         return apply_rope(x, self._cos[offset : offset + T], self._sin[offset : offset + T])
+
+    def _grow(self, n_rows: int, device: torch.device) -> None:
+        """Make the cached cos/sin tables (>= n_rows, hs/2) on ``device``, doubling on demand."""
+        if self._cos is None or self._cos.shape[0] < n_rows or self._cos.device != device:
+            n = max(n_rows, 64, 0 if self._cos is None else 2 * self._cos.shape[0])
+            self._cos, self._sin = rope_angles(n, self.head_size, self.base, device=device)
 
     def extra_repr(self) -> str:
         return f"head_size={self.head_size}, base={self.base:g}"

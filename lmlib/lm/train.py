@@ -42,14 +42,14 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, load_into, save_checkpoint
+from .losses import masked_cross_entropy
 
 __all__ = [
     "TrainConfig",
@@ -248,27 +248,9 @@ def make_batch_fn(
     return batch_fn
 
 
-def cross_entropy_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy of next-token predictions.
-
-    Args:
-        logits: (B, T, V) unnormalised scores for the next token at each position.
-        y: (B, T) integer ids of the true next tokens.
-
-    Returns:
-        A scalar tensor: ``-mean(log softmax(logits)[b, t, y[b, t]])``.
-
-    Taught in: Chapter 3, "Neural language models" (chapters/03_neural_language_models.ipynb).
-    """
-    if not isinstance(logits, Tensor) or logits.ndim != 3:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be (B, T, V), got {shape}; does model(x) return per-position logits?")
-    B, T, V = logits.shape
-    if tuple(y.shape) != (B, T):
-        raise ValueError(f"targets y must be (B, T) = {(B, T)} to match logits {(B, T, V)}, got {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise TypeError(f"targets y must be integer token ids, got dtype {y.dtype}")
-    return F.cross_entropy(logits.reshape(B * T, V), y.reshape(B * T).long())
+#: The default loss of :func:`train`: the one masked next-token cross-entropy of the book
+#: (:func:`lmlib.lm.losses.masked_cross_entropy`; targets -1 carry no loss), under its Chapter 3 name.
+cross_entropy_loss = masked_cross_entropy
 
 
 def _forward_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
@@ -444,7 +426,134 @@ def _new_history(splits: Sequence[str]) -> dict[str, list]:
 
 
 # ----------------------------------------------------------------------------
-# The loop
+# The loop: setup (fresh or resumed), one update, evaluation, logging, checkpoints
+
+
+@dataclass
+class _Run:
+    """Everything one call of :func:`train` carries from step to step (what a checkpoint stores, and timers)."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    get_batch_fn: BatchFn
+    splits: tuple[str, ...]
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator  # draws the training batches
+    ckpt_path: Path | None
+    history: dict[str, list]
+    step: int = 0  # updates done
+    elapsed: float = 0.0  # seconds of training (evaluation and saving not counted)
+    loss_sum: float = 0.0  # the loss window since the last history row
+    loss_count: int = 0
+    saved_step: int | None = None  # the step the file at ckpt_path holds
+    tokens_window: int = 0
+    t_window: float = 0.0
+    t_last: float = 0.0
+
+
+def _setup(model: nn.Module, data: Tensor | Mapping[str, Tensor] | BatchFn, cfg: TrainConfig,
+           loss_fn: Callable[[Tensor, Tensor], Tensor] | None, splits: Sequence[str] | None) -> _Run:
+    """Move the model, build the batches and the optimizer, then start fresh or resume from ``cfg.ckpt_path``."""
+    device = resolve_device(cfg.device)
+    if callable(data) and not isinstance(data, Tensor):
+        get_batch_fn, splits = data, tuple(splits or ("train", "val"))
+    else:
+        get_batch_fn = make_batch_fn(data, cfg.block_size, cfg.batch_size, device)
+        splits = tuple(splits or (["train"] if isinstance(data, Tensor) else list(data)))
+    model.to(device)
+    model.train()
+    run = _Run(model=model, cfg=cfg, get_batch_fn=get_batch_fn, splits=splits,
+               loss_fn=loss_fn or cross_entropy_loss, device=device,
+               optimizer=configure_optimizer(model, cfg), gen=torch.Generator().manual_seed(cfg.seed),
+               ckpt_path=Path(cfg.ckpt_path) if cfg.ckpt_path else None, history=_new_history(splits))
+    if run.ckpt_path is not None and cfg.resume and run.ckpt_path.exists():
+        _resume(run)
+    else:
+        _seed_everything(cfg.seed)
+    return run
+
+
+def _resume(run: _Run) -> None:
+    """Load model, optimizer, RNG states, step and history from the training checkpoint."""
+    ckpt = load_checkpoint(run.ckpt_path, map_location="cpu")
+    meta = ckpt.meta
+    if meta.get("kind") != "lmlib.train":
+        raise ValueError(f"{run.ckpt_path} is not a training checkpoint written by lmlib.lm.train.train")
+    _check_same_config(meta["config"], run.cfg, run.ckpt_path)
+    load_into(run.model, ckpt)
+    run.optimizer.load_state_dict(ckpt.optimizer)
+    _set_rng_state(meta["rng"], run.gen)
+    run.step, run.elapsed, run.history = meta["step"], meta["elapsed"], meta["history"]
+    run.loss_sum, run.loss_count = meta["loss_window"]
+    run.saved_step = run.step
+
+
+def _save(run: _Run) -> None:
+    """Write the training checkpoint (atomically), unless there is no path or this step is saved already."""
+    if run.ckpt_path is None or run.saved_step == run.step:
+        return
+    meta = {
+        "kind": "lmlib.train", "step": run.step, "config": asdict(run.cfg), "history": run.history,
+        "rng": _rng_state(run.gen), "loss_window": [run.loss_sum, run.loss_count], "elapsed": run.elapsed,
+    }
+    save_checkpoint(run.ckpt_path, run.model.state_dict(), optimizer_state=run.optimizer.state_dict(), meta=meta)
+    run.saved_step = run.step
+
+
+def _evaluate(run: _Run, bar: Any) -> None:
+    """Append :func:`estimate_loss` of every split to the history (once per step, also across a resume)."""
+    if run.history["eval_step"] and run.history["eval_step"][-1] == run.step:
+        return  # already done before an interruption
+    losses = estimate_loss(run.model, run.get_batch_fn, run.splits, run.cfg.eval_iters, loss_fn=run.loss_fn,
+                           seed=run.cfg.seed + 1)
+    run.history["eval_step"].append(run.step)
+    for s, v in losses.items():
+        run.history[f"{s}_loss"].append(v)
+    bar.set_postfix({f"{s}_loss": f"{v:.4f}" for s, v in losses.items()}, refresh=False)
+
+
+def _update(run: _Run) -> tuple[Tensor, float, int]:
+    """One optimisation step: set the lr, draw a batch, forward, backward, clip, AdamW. Returns (loss, lr, tokens)."""
+    cfg, optimizer = run.cfg, run.optimizer
+    lr = lr_at(run.step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, y = run.get_batch_fn("train", run.gen)
+    x, y = x.to(run.device), y.to(run.device)
+    loss = _forward_loss(run.model, x, y, run.loss_fn)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"loss is {loss.item()} at step {run.step} (lr={lr:.3g}); lower lr or check the data. "
+            "The last checkpoint (if any) is kept."
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    run.step += 1
+    return loss, lr, x.numel()
+
+
+def _log(run: _Run, loss: float, lr: float, n_tokens: int, bar: Any) -> None:
+    """Count the step's time and loss; every ``log_interval`` steps append a row to the history."""
+    now = time.perf_counter()
+    run.elapsed += now - run.t_last
+    run.t_last = now
+    run.loss_sum, run.loss_count = run.loss_sum + loss, run.loss_count + 1
+    run.tokens_window += n_tokens
+    if run.step % run.cfg.log_interval == 0 or run.step == run.cfg.max_steps:
+        mean = run.loss_sum / run.loss_count
+        h = run.history
+        h["step"].append(run.step)
+        h["loss"].append(mean)
+        h["lr"].append(lr)
+        h["tokens_per_s"].append(run.tokens_window / max(now - run.t_window, 1e-9))
+        h["time"].append(run.elapsed)
+        bar.set_postfix({"loss": f"{mean:.4f}", "lr": f"{lr:.2e}"}, refresh=False)
+        run.loss_sum, run.loss_count, run.tokens_window, run.t_window = 0.0, 0, 0, now
 
 
 def train(
@@ -464,7 +573,8 @@ def train(
         data: (N,) token ids (train only), ``{"train": ids, "val": ids}``, or a
             :data:`BatchFn` ``(split, generator) -> (x, y)``.
         cfg: a :class:`TrainConfig`.
-        loss_fn: ``loss_fn(logits, y) -> scalar``; default :func:`cross_entropy_loss`.
+        loss_fn: ``loss_fn(logits, y) -> scalar``; default :func:`cross_entropy_loss`
+            (:func:`lmlib.lm.losses.masked_cross_entropy`: targets -1 carry no loss).
         callback: called as ``callback(step, info)`` after every update with
             ``info = {"loss", "lr", "history", "model", "optimizer"}``; return True to
             stop early (a checkpoint is saved; calling train again continues).
@@ -482,130 +592,48 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    device = resolve_device(cfg.device)
-    if callable(data) and not isinstance(data, Tensor):
-        get_batch_fn, splits = data, tuple(splits or ("train", "val"))
-    else:
-        get_batch_fn = make_batch_fn(data, cfg.block_size, cfg.batch_size, device)
-        splits = tuple(splits or (["train"] if isinstance(data, Tensor) else list(data)))
-    loss_fn = loss_fn or cross_entropy_loss
-    model.to(device)
-    model.train()
-    optimizer = configure_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
-    ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else None
-
-    # -------- fresh start or resume
-    step, elapsed, loss_sum, loss_count = 0, 0.0, 0.0, 0
-    saved_step = None  # the step the file at ckpt_path holds
-    history = _new_history(splits)
-    if ckpt_path is not None and cfg.resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-        meta = ckpt.meta
-        if meta.get("kind") != "lmlib.train":
-            raise ValueError(f"{ckpt_path} is not a training checkpoint written by lmlib.lm.train.train")
-        _check_same_config(meta["config"], cfg, ckpt_path)
-        load_into(model, ckpt)
-        optimizer.load_state_dict(ckpt.optimizer)
-        _set_rng_state(meta["rng"], gen)
-        step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
-        loss_sum, loss_count = meta["loss_window"]
-        saved_step = step
-    else:
-        _seed_everything(cfg.seed)
-
-    def save() -> None:
-        nonlocal saved_step
-        if ckpt_path is None or saved_step == step:
-            return
-        meta = {
-            "kind": "lmlib.train", "step": step, "config": asdict(cfg), "history": history,
-            "rng": _rng_state(gen), "loss_window": [loss_sum, loss_count], "elapsed": elapsed,
-        }
-        save_checkpoint(ckpt_path, model.state_dict(), optimizer_state=optimizer.state_dict(), meta=meta)
-        saved_step = step
-
-    def evaluate() -> None:
-        if history["eval_step"] and history["eval_step"][-1] == step:
-            return  # already done before an interruption
-        losses = estimate_loss(model, get_batch_fn, splits, cfg.eval_iters, loss_fn=loss_fn, seed=cfg.seed + 1)
-        history["eval_step"].append(step)
-        for s, v in losses.items():
-            history[f"{s}_loss"].append(v)
-        bar.set_postfix({f"{s}_loss": f"{v:.4f}" for s, v in losses.items()}, refresh=False)
-
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not _show_progress(cfg), desc="train", dynamic_ncols=True)
+    run = _setup(model, data, cfg, loss_fn, splits)
+    bar = tqdm(total=cfg.max_steps, initial=run.step, disable=not _show_progress(cfg), desc="train", dynamic_ncols=True)
     mid_step = False  # True while the model/optimizer/RNG are between two consistent states
     interrupt = _DeferInterrupt()
     try:
         with interrupt:
-            t_window, tokens_window, t_last = time.perf_counter(), 0, time.perf_counter()
-            while step < cfg.max_steps:
-                if cfg.eval_interval and step % cfg.eval_interval == 0:
-                    evaluate()
-                    t_window = t_last = time.perf_counter()  # do not count eval time as training time
+            run.t_window = run.t_last = time.perf_counter()
+            while run.step < cfg.max_steps:
+                if cfg.eval_interval and run.step % cfg.eval_interval == 0:
+                    _evaluate(run, bar)
+                    run.t_window = run.t_last = time.perf_counter()  # do not count eval time as training time
                 if interrupt.requested:
                     raise KeyboardInterrupt  # saved below
-
-                # ---- one update
                 mid_step = True
-                lr = lr_at(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = get_batch_fn("train", gen)
-                x, y = x.to(device), y.to(device)
-                loss = _forward_loss(model, x, y, loss_fn)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss is {loss.item()} at step {step} (lr={lr:.3g}); lower lr or check the data. "
-                        "The last checkpoint (if any) is kept."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                step += 1
+                loss, lr, n_tokens = _update(run)
                 mid_step = False
-
-                # ---- bookkeeping
-                now = time.perf_counter()
-                elapsed += now - t_last
-                t_last = now
-                loss_sum, loss_count, tokens_window = loss_sum + loss.item(), loss_count + 1, tokens_window + x.numel()
-                if step % cfg.log_interval == 0 or step == cfg.max_steps:
-                    history["step"].append(step)
-                    history["loss"].append(loss_sum / loss_count)
-                    history["lr"].append(lr)
-                    history["tokens_per_s"].append(tokens_window / max(now - t_window, 1e-9))
-                    history["time"].append(elapsed)
-                    bar.set_postfix({"loss": f"{loss_sum / loss_count:.4f}", "lr": f"{lr:.2e}"}, refresh=False)
-                    loss_sum, loss_count, tokens_window, t_window = 0.0, 0, 0, now
+                _log(run, loss.item(), lr, n_tokens, bar)
                 bar.update(1)
-                stop = callback(step, {"loss": loss.item(), "lr": lr, "history": history,
-                                       "model": model, "optimizer": optimizer}) if callback else False
-                if cfg.ckpt_interval and step % cfg.ckpt_interval == 0:
-                    save()
-                    t_last = time.perf_counter()  # saving is not training time
+                stop = callback(run.step, {"loss": loss.item(), "lr": lr, "history": run.history,
+                                           "model": model, "optimizer": run.optimizer}) if callback else False
+                if cfg.ckpt_interval and run.step % cfg.ckpt_interval == 0:
+                    _save(run)
+                    run.t_last = time.perf_counter()  # saving is not training time
                 if interrupt.requested:
                     raise KeyboardInterrupt  # saved below
                 if stop:
-                    save()
-                    return history
-
+                    _save(run)
+                    return run.history
             if cfg.eval_interval:
-                evaluate()
-            save()
+                _evaluate(run, bar)
+            _save(run)
     except KeyboardInterrupt:  # Ctrl-C (deferred to a step boundary) or raised by the callback
         if mid_step or interrupt.hard:
-            if ckpt_path is not None:
-                warnings.warn(f"stopped in the middle of step {step + 1}; {ckpt_path} keeps its last saved state")
+            if run.ckpt_path is not None:
+                warnings.warn(f"stopped in the middle of step {run.step + 1}; "
+                              f"{run.ckpt_path} keeps its last saved state")
         else:
-            save()  # a no-op if this step is saved already
+            _save(run)  # a no-op if this step is saved already
         raise
     finally:
         bar.close()
-    return history
+    return run.history
 
 
 def _check_same_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
