@@ -5,8 +5,10 @@ local http.server on 127.0.0.1 and an ephemeral port. Every page must load witho
 the book's own scripts and show no traceback; every notebook chapter must show its title, load
 its figures, show its exercises, keep its solutions collapsed until clicked, and link to Colab.
 
-Offline, the resources the pages load from CDNs (MathJax, the Jupyter widget manager) fail to
-load; those failures are expected and ignored. Anything else logged at SEVERE level fails.
+The book works offline: MathJax and the Jupyter widget manager are served from the build itself
+(sphinx-mathjax-offline, _static/widgets). Every page is checked to load nothing from another host,
+every equation to be typeset by MathJax (no raw TeX left), and every embedded widget to render its
+saved state. Anything logged at SEVERE level fails.
 
 Needs Debian's chromium and chromium-driver (`tools/setup.sh --browser` installs them). Without
 them the tests skip, except under CI (environment variable CI set), where they fail.
@@ -235,3 +237,80 @@ def test_chapter_exercises_and_solutions(browser, server, doc):
     assert not errors, f"{doc}: the page logged errors:\n" + "\n".join(errors)
     text = browser.execute_script("return document.body.innerText")
     assert not TRACEBACK_RE.search(text), f"{doc}: a traceback is visible with the solutions open"
+
+
+# ---------------------------------------------------------------- offline: no CDN, equations and widgets render
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_page_loads_nothing_from_another_host(browser, server, doc):
+    """Scripts, styles, fonts and images all come from the build: the book reads the same without a network."""
+    open_page(browser, page_url(server, doc))
+    names = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    external = sorted({n for n in names if not n.startswith(server) and not n.startswith("data:")})
+    assert not external, f"{doc}: the page fetched resources from other hosts (it would break offline): {external}"
+
+
+def _typeset(driver) -> bool:
+    """Wait for MathJax to finish typesetting the page; False if MathJax never loaded."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+            "return !!(window.MathJax && MathJax.startup && MathJax.startup.promise)"))
+    except Exception:  # noqa: BLE001  (a timeout: MathJax is not on the page)
+        return False
+    driver.set_script_timeout(30)
+    driver.execute_async_script("const done = arguments[0]; MathJax.startup.promise.then(() => done(true));")
+    return True
+
+
+#: TeX that would be visible if MathJax did not run (outside code blocks).
+RAW_TEX = re.compile(r"\\(frac|sum|mathbb|mathcal|log|theta|sigma|pi|begin|left|right|cdot|hat|le|ge)\b|\$\$|\\\(|\\\[")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_equations_are_typeset_offline(browser, server, doc):
+    open_page(browser, page_url(server, doc))
+    n_math = browser.execute_script("return document.querySelectorAll('article .math').length")
+    if n_math == 0:
+        return
+    assert _typeset(browser), f"{doc}: {n_math} equations but MathJax did not load (it must come from _static/mathjax)"
+    untypeset = browser.execute_script(
+        "return [...document.querySelectorAll('article .math')].filter(e => !e.querySelector('mjx-container'))"
+        ".map(e => e.textContent.slice(0, 60))")
+    assert not untypeset, f"{doc}: {len(untypeset)} of {n_math} equations were not typeset, e.g. {untypeset[:3]}"
+    prose = browser.execute_script(
+        "const a = document.querySelector('article').cloneNode(true);"
+        "a.querySelectorAll('pre, code, .highlight, mjx-container, script, style, .math').forEach(e => e.remove());"
+        "return a.textContent;")
+    raw = sorted(set(m.group(0) for m in RAW_TEX.finditer(prose)))
+    assert not raw, f"{doc}: raw TeX visible in the text: {raw}"
+    report(f"{doc}: {n_math} equations typeset by the offline MathJax")
+
+
+@pytest.mark.parametrize("doc", CHAPTERS, ids=chapter_id)
+def test_embedded_widgets_render_offline(browser, server, doc):
+    """Each widget view saved in the page is drawn by the widget manager from _static/widgets."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    log = open_page(browser, page_url(server, doc))
+    views = browser.execute_script(
+        "return document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]').length")
+    if views == 0:
+        return
+    try:
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+            "return document.querySelectorAll('.jupyter-widgets.widget-inline-hbox, .jupyter-widgets.widget-box, "
+            ".jupyter-widgets.widget-html, .jupyter-widgets.widget-output, .jupyter-widgets.widget-container, "
+            ".jupyter-widgets.widget-slider, .jupyter-widgets.widget-button, .jupyter-widgets.widget-text').length") > 0)
+    except Exception:  # noqa: BLE001
+        pass
+    rendered = browser.execute_script(
+        "return [...document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]')]"
+        ".filter(s => s.parentElement && s.parentElement.querySelector('.jupyter-widgets')).length")
+    errors = own_errors(log + browser.get_log("browser"), server)
+    assert rendered == views, (f"{doc}: {views - rendered} of {views} embedded widgets did not render "
+                               f"(console: {errors[:3]})")
+    screenshot(browser, f"{chapter_id(doc)}_widgets")
+    report(f"{doc}: {views} embedded widget(s) rendered offline")

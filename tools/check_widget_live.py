@@ -1,7 +1,6 @@
 """Label real Hopper clips in the labelling widget in a live Jupyter, in headless Chromium, across a kernel restart.
 
-    .venv/bin/pip install "notebook==7.*"      # not a book dependency: only this check needs a Jupyter server
-    .venv/bin/python tools/check_widget_live.py
+    .venv/bin/python tools/check_widget_live.py     # also run by `make test` (tests/test_jupyter_live.py)
 
 What it does, as a reader would: starts a Jupyter server on 127.0.0.1, opens a notebook that records
 Hopper clips, renders them (lmlib.preferences.agent.add_frames) and shows lmlib.ui.labeling.LabelingWidget;
@@ -10,7 +9,7 @@ two answers; restarts the kernel, runs the cell again and checks the widget resu
 once more; checks three answers in the file. Screenshots go to $TMPDIR/widget_live_*.png. Exits
 non-zero (and says what failed) on any failure.
 
-Needs Debian's chromium and chromium-driver, selenium, and the notebook package.
+Needs Debian's chromium and chromium-driver, selenium and JupyterLab (tools/setup.sh --browser installs them).
 
 Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
 """
@@ -83,7 +82,7 @@ def main() -> int:
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the Jupyter server did not start (is `notebook` installed?)") from None
+                    raise RuntimeError("the Jupyter server did not start (is JupyterLab installed? tools/setup.sh installs it)") from None
                 time.sleep(0.5)
         driver = webdriver.Chrome(service=webdriver.ChromeService(
             os.environ.get("LMBOOK_CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
@@ -101,10 +100,24 @@ def main() -> int:
         def progress() -> str:
             return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".widget-html-content b"))
 
+        def cell_error() -> str:
+            """The text of an error the cell printed (a traceback), or '' (so a broken cell fails at once)."""
+            return "\n".join(e.text for e in driver.find_elements(
+                By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                if "Error" in e.text)
+
+        def until_widget(resumed_at: str | None = None) -> None:
+            def ready(d) -> bool:
+                err = cell_error()
+                if err:
+                    raise RuntimeError(f"the cell failed:\n{err[-3000:]}")
+                return "Left is better (a)" in buttons() and (resumed_at is None or resumed_at in progress())
+            wait.until(ready)
+
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook"))
         time.sleep(3)
         run_cell()
-        wait.until(lambda d: "Left is better (a)" in buttons())
+        until_widget()
         videos = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea video")
         print(f"widget shown: {len(videos)} videos, progress {progress()!r}")
         assert len(videos) == 2, f"expected two clips on screen, found {len(videos)} video elements"
@@ -128,7 +141,7 @@ def main() -> int:
         driver.find_element(By.CSS_SELECTOR, ".jp-Dialog button.jp-mod-accept").click()
         time.sleep(5)
         run_cell()
-        wait.until(lambda d: "2 / 4" in progress() and "Left is better (a)" in buttons())
+        until_widget(resumed_at="2 / 4")
         print(f"after the kernel restart the widget resumes at {progress()!r}")
         driver.save_screenshot(str(shots / "widget_live_2.png"))
         buttons()["Equally good (s)"].click()

@@ -7,6 +7,10 @@ in `prepare_writing` (the first copy has filename None, the second ''). For a `c
 copy throws "SyntaxError: Identifier 'THEBE_JS_URL' has already been declared" in every reader's
 browser console. This extension drops repeated scripts from each page's `script_files`, keeping
 the first. tests/test_browser.py fails on any such error.
+
+It also puts RequireJS before the Jupyter widget manager (`embed-amd.js`, an AMD module that needs
+`define`): myst-nb adds the two in the order of `nb_ipywidgets_js`, but Sphinx's registry can hand
+them to a page the other way round, and then no widget renders.
 """
 from __future__ import annotations
 
@@ -30,6 +34,11 @@ def dedupe_scripts(app, pagename: str, templatename: str, context: dict, doctree
         if key not in seen:
             seen.add(key)
             unique.append(js)
+    names = [str(getattr(js, "filename", js) or "") for js in unique]
+    req = next((i for i, n in enumerate(names) if n.split("?")[0].endswith("require.js")), None)
+    amd = next((i for i, n in enumerate(names) if n.split("?")[0].endswith("embed-amd.js")), None)
+    if req is not None and amd is not None and req > amd:
+        unique.insert(amd, unique.pop(req))
     scripts[:] = unique  # in place: the builder restores its own list after each page
 
 
