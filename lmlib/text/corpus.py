@@ -17,6 +17,7 @@ Taught in: Chapter 1, "What is a language model?" (chapters/01_language_models.i
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import re
 from dataclasses import dataclass
 
