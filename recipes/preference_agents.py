@@ -57,7 +57,7 @@ from lmlib.preferences.agent import (  # noqa: E402 (after MUJOCO_GL)
     count_backflips,
     ppo_from_preferences,
 )
-from lmlib.rl.ppo import PPOConfig, _obs_for_policy, act, export_policy, ppo  # noqa: E402 (after MUJOCO_GL)
+from lmlib.rl.ppo import PPOConfig, act, export_policy, obs_for_policy, ppo  # noqa: E402 (after MUJOCO_GL)
 
 NO_TERMINATION = {"terminate_when_unhealthy": False}
 
@@ -71,7 +71,7 @@ def _evaluate(policy, env_kwargs: dict, episodes: int, seed: int = 10_000) -> di
             o, _ = env.reset(seed=seed + k)
             angles, total, flip, done, t = [o[1]], 0.0, 0.0, False, 0
             while not done:
-                a = act(policy, _obs_for_policy(policy, np.asarray(o)[None]), True)[0].numpy()
+                a = act(policy, obs_for_policy(policy, np.asarray(o)[None]), True)[0].numpy()
                 a = np.clip(a, env.action_space.low, env.action_space.high)
                 flip += float(backflip_reward(o, a)[0])
                 o, r, term, trunc, _ = env.step(a)

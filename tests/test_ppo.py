@@ -13,7 +13,9 @@ from gymnasium import spaces
 
 from lmlib.checkpoint import CheckpointError
 from lmlib.rl import CategoricalPolicy, GaussianPolicy
-from lmlib.rl.ppo import PPOConfig, act, evaluate, load_ppo, make_env, make_policy, ppo, record_video
+from lmlib.rl.envs import evaluate as play_episodes
+from lmlib.rl.ppo import (PPOConfig, act, as_policy_fn, evaluate, is_atari, load_ppo, make_env, make_policy,
+                          obs_for_policy, ppo, record_video)
 
 
 class PointTheSameWay(gym.Env):
@@ -211,6 +213,9 @@ def test_clear_errors():
         ppo("NoSuchEnv-v0", small(env_id="NoSuchEnv-v0"))
     with pytest.raises(ValueError, match="resume"):
         ppo(PROBE, small(), resume=True)
+    for clip in (1.0, 0.0):
+        with pytest.raises(ValueError, match=r"clip_coef must be in \(0, 1\)"):
+            ppo(PROBE, small(clip_coef=clip))
 
     class NaNReward(ConstantObsBandit):
         def step(self, action):
@@ -253,3 +258,18 @@ def test_fast_paths_equal_the_reference_functions():
     _clip_grad_norm(b, 0.5)
     for p, q in zip(a, b):
         torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+def test_evaluate_is_the_envs_episode_loop_with_the_policys_actions():
+    """lmlib.rl.ppo.evaluate = lmlib.rl.envs.evaluate playing as_policy_fn(policy): one episode loop, two callers."""
+    cfg = small(env_id="lmlib_test/ContinuousTarget-v0", total_timesteps=256, normalize_obs=True, env_kind="mujoco")
+    policy, _ = ppo(cfg.env_id, cfg)
+    space = gym.make(cfg.env_id).action_space
+    for det in (True, False):
+        torch.manual_seed(0)
+        got = evaluate(policy, cfg.env_id, episodes=5, seed=3, deterministic=det)
+        torch.manual_seed(0)
+        assert np.array_equal(got, play_episodes(as_policy_fn(policy, space, det), cfg.env_id, 5, seed=3))
+    x = np.array([[0.5]], np.float64)
+    torch.testing.assert_close(obs_for_policy(policy, x), torch.from_numpy(policy.obs_normalizer(x, update=False)))
+    assert is_atari("BreakoutNoFrameskip-v4") and is_atari("ALE/Pong-v5") and not is_atari("CartPole-v1")

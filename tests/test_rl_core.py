@@ -162,6 +162,28 @@ def test_gae_accepts_cleanrl_shapes_and_rejects_wrong_ones():
         rl.discounted_returns(rewards, dones, -0.1)
 
 
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, float("nan")])
+def test_done_flags_other_than_0_and_1_are_an_error(bad):
+    """A flag of 2 would weight the next step by 1 - 2 = -1 without a word; it is an error, naming the flag."""
+    rewards, values, dones, next_value, next_done = rollout(0, 5, 3)
+    wrong = dones.clone()
+    wrong[2, 1] = bad
+    for fn in (rl.gae, rl.gae_loop):
+        with pytest.raises(ValueError, match=r"dones must hold only 0 and 1.*index \(2, 1\)"):
+            fn(rewards, values, wrong, next_value, next_done)
+        with pytest.raises(ValueError, match="next_done must hold only 0 and 1"):
+            fn(rewards, values, dones, next_value, torch.tensor([0.0, bad, 1.0]))
+    with pytest.raises(ValueError, match="dones must hold only 0 and 1"):
+        rl.discounted_returns(rewards, wrong, 0.9)
+    with pytest.raises(ValueError, match="next_done must hold only 0 and 1"):
+        rl.discounted_returns(rewards, dones, 0.9, next_value, torch.full((3,), bad))
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        rl.masked_gae(rewards.T, values.T, torch.full((3, 5), bad))
+    # bool flags and integer 0/1 flags stay accepted
+    torch.testing.assert_close(rl.gae(rewards, values, dones.bool(), next_value, next_done.long()),
+                               rl.gae(rewards, values, dones, next_value, next_done))
+
 def test_masked_gae_matches_gae_per_row_and_ignores_padding():
     g = torch.Generator().manual_seed(0)
     B, T = 4, 9
@@ -234,6 +256,61 @@ def test_losses_refuse_broadcasting_shapes():
     with pytest.raises(ValueError, match="shapes must match"):
         rl.clipped_surrogate_loss(torch.zeros(8), torch.zeros(8, 1), torch.zeros(8), 0.2)
 
+
+
+@pytest.mark.parametrize("clip", [1.0, 1.5, 0.0, -0.2])
+def test_clip_coef_outside_0_1_is_an_error(clip):
+    """clip_coef >= 1 makes the lower end 1 - clip_coef <= 0: a falling probability would never be clipped."""
+    with pytest.raises(ValueError, match=r"clip_coef must be in \(0, 1\)"):
+        rl.clipped_surrogate_loss(torch.zeros(4), torch.zeros(4), torch.ones(4), clip)
+
+
+def _with_nan(n: int = 6, at: int = 2) -> torch.Tensor:
+    x = torch.randn(n)
+    x[at] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("bad", ["new_logprobs", "old_logprobs", "advantages"])
+def test_nan_in_the_clipped_surrogate_names_the_argument(bad):
+    """Without the check a NaN gives a NaN loss and a clip fraction of 0.0 (NaN > eps is False): no warning."""
+    args = {"new_logprobs": torch.randn(6), "old_logprobs": torch.randn(6), "advantages": torch.randn(6)}
+    args[bad] = _with_nan()
+    with pytest.raises(ValueError, match=rf"{bad} holds 1 non-finite value.*index \(2,\)"):
+        rl.clipped_surrogate_loss(**args, clip_coef=0.2)
+    args[bad][2] = float("inf")
+    with pytest.raises(ValueError, match=bad):
+        rl.clipped_surrogate_loss(**args, clip_coef=0.2)
+
+
+def test_nan_in_the_other_losses_names_the_argument():
+    x = torch.randn(6)
+    with pytest.raises(ValueError, match="returns holds 1 non-finite"):
+        rl.value_loss(x, x, _with_nan())
+    with pytest.raises(ValueError, match="new_values holds 1 non-finite"):
+        rl.value_loss(_with_nan(), x, x, clip_coef=0.2)
+    with pytest.raises(ValueError, match="entropy holds 1 non-finite"):
+        rl.entropy_bonus(_with_nan())
+    with pytest.raises(ValueError, match="ref_logprobs holds 1 non-finite"):
+        rl.kl_penalty(x, _with_nan())
+    with pytest.raises(ValueError, match="advantages holds 1 non-finite"):
+        rl.reinforce_loss(x, _with_nan())
+
+
+def test_masked_positions_may_hold_nan_in_every_loss():
+    """As masked_mean documents: padding may hold anything, so a NaN there is no error and changes nothing."""
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    clean = [torch.randn(2, 3) for _ in range(3)]
+    padded = [torch.where(mask.bool(), t, float("nan")) for t in clean]
+    for fn in (lambda a, b, c, m: rl.clipped_surrogate_loss(a, b, c, 0.2, mask=m)[0],
+               lambda a, b, c, m: rl.value_loss(a, b, c, 0.2, mask=m)[0],
+               lambda a, b, c, m: rl.entropy_bonus(a, mask=m),
+               lambda a, b, c, m: rl.reinforce_loss(a, b, mask=m),
+               lambda a, b, c, m: rl.kl_penalty(a, b, "k3", mask=m).sum()):
+        torch.testing.assert_close(fn(*padded, mask), fn(*clean, mask))
+    with pytest.raises(ValueError, match=r"entropy holds 1 non-finite value.*index \(1, 0\)"):
+        rl.entropy_bonus(torch.where(torch.tensor([[True] * 3, [False] + [True] * 2]), clean[0], float("nan")),
+                         mask=mask)
 
 # ----------------------------------------------------------------------------- value loss, entropy, EV, KL
 

@@ -103,3 +103,24 @@ def test_evaluate_with_the_optimal_policy_on_probes():
     assert E.evaluate(lambda o: 0, "lmlib/Probe4-v0", 5, seed=0).tolist() == [-1.0] * 5
     with pytest.raises(ValueError, match="episodes"):
         E.evaluate(None, "lmlib/Probe1-v0", 0, seed=0)
+
+
+def test_evaluate_takes_an_env_function_and_cuts_episodes_at_max_steps():
+    """The one episode loop of the book (lmlib.rl.ppo.evaluate plays PPO agents with it)."""
+    closed = []
+
+    def make():
+        env = gym.make("CartPole-v1")
+        env.close = lambda: closed.append(True)
+        return env
+
+    by_id = E.evaluate(lambda o: int(o[2] > 0), "CartPole-v1", 3, seed=5)
+    assert np.array_equal(E.evaluate(lambda o: int(o[2] > 0), make, 3, seed=5), by_id) and closed == [True]
+    assert E.evaluate(lambda o: int(o[2] > 0), "CartPole-v1", 3, seed=5, max_steps=7).tolist() == [7.0] * 3
+    assert E.evaluate(lambda o: 0, "CartPole-v1", 2, seed=0, max_episode_steps=5).tolist() == [5.0] * 2
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        E.evaluate(None, "CartPole-v1", 1, seed=0, max_steps=0)
+    with pytest.raises(ValueError, match="need an environment id"):
+        E.evaluate(None, make, 1, seed=0, max_episode_steps=5)
+    with pytest.raises(TypeError, match="gymnasium id or a function"):
+        E.evaluate(None, 3, 1, seed=0)

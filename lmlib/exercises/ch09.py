@@ -35,11 +35,17 @@ from ..rl.pong import prepro, rally_returns
 from .core import Case, compare_values, register
 
 # float32 inputs: a loop and a vectorised answer round differently in the last bits
-_compare_rl = partial(compare_values, rtol=1e-5, atol=1e-5)
+compare_rl = partial(compare_values, rtol=1e-5, atol=1e-5)
+"""``compare_values`` with float32 tolerances (1e-5): the comparison of the RL exercises of Chapters 9 and 10."""
 
 
-def _random_rollout(rng: np.random.Generator, T: int, N: int, p_done: float) -> tuple[Tensor, Tensor]:
-    """Random ``(rewards, dones)``, float32, shape ``(T, N)``; each ``dones`` entry is 1 with probability ``p_done``."""
+def random_rollout(rng: np.random.Generator, T: int, N: int, p_done: float) -> tuple[Tensor, Tensor]:
+    """Random ``(rewards, dones)``, float32, shape ``(T, N)``; each ``dones`` entry is 1 with probability ``p_done``.
+
+    The rollouts of the checks of Chapter 9 (reward-to-go) and Chapter 10 (GAE).
+
+    Taught in: Chapter 9, "Reinforcement learning and policy gradients" (chapters/09_policy_gradients.ipynb).
+    """
     rewards = torch.tensor(rng.normal(size=(T, N)), dtype=torch.float32)
     dones = torch.tensor(rng.random((T, N)) < p_done, dtype=torch.float32)
     return rewards, dones
@@ -55,10 +61,10 @@ def _reward_to_go_cases(rng: np.random.Generator) -> list[Case]:
     cases = [
         Case((ones, torch.zeros(3, 1), 0.5), label="three rewards of 1, gamma=0.5 (answer 1.75, 1.5, 1)"),
         Case((torch.tensor([[0.0], [0.0], [1.0]]), torch.zeros(3, 1), 0.9), label="a single reward at the end"),
-        Case((*_random_rollout(rng, 6, 1, 0.0), 0.0), label="gamma=0 (returns are the rewards)"),
-        Case((*_random_rollout(rng, 6, 1, 0.0), 1.0), label="gamma=1 (undiscounted sums)"),
-        Case((*_random_rollout(rng, 1, 3, 0.0), 0.99), label="T=1"),
-        Case((*_random_rollout(rng, 7, 4, 0.0), 0.9), label="four environments, no episode ends"),
+        Case((*random_rollout(rng, 6, 1, 0.0), 0.0), label="gamma=0 (returns are the rewards)"),
+        Case((*random_rollout(rng, 6, 1, 0.0), 1.0), label="gamma=1 (undiscounted sums)"),
+        Case((*random_rollout(rng, 1, 3, 0.0), 0.99), label="T=1"),
+        Case((*random_rollout(rng, 7, 4, 0.0), 0.9), label="four environments, no episode ends"),
         Case((ones, torch.tensor([[0.0], [1.0], [0.0]]), 0.5),
              label="an episode ends after step 0 (dones[1] = 1): answer 1, 1.5, 1"),
         Case((ones, torch.tensor([[1.0], [0.0], [0.0]]), 0.5), label="dones[0] = 1 changes nothing"),
@@ -66,12 +72,12 @@ def _reward_to_go_cases(rng: np.random.Generator) -> list[Case]:
     ]
     for k in range(5):
         T, N = int(rng.integers(2, 20)), int(rng.integers(1, 5))
-        cases.append(Case((*_random_rollout(rng, T, N, 0.25), float(rng.uniform(0.5, 1.0))),
+        cases.append(Case((*random_rollout(rng, T, N, 0.25), float(rng.uniform(0.5, 1.0))),
                           label=f"random rollout {k + 1} with episode ends (T={T}, N={N})"))
     return cases
 
 
-register("ch09.reward_to_go", ref_reward_to_go, _reward_to_go_cases, compare=_compare_rl,
+register("ch09.reward_to_go", ref_reward_to_go, _reward_to_go_cases, compare=compare_rl,
          title="Discounted reward-to-go with episode boundaries")
 
 
@@ -91,7 +97,7 @@ def _compare_pg_loss(got: Any, expected: Tensor) -> str | None:
         return f"the loss must be a scalar (the mean over the batch), got shape {tuple(got.shape)}"
     if not got.requires_grad:
         return "the loss has no gradient: do not detach the logits or convert to numbers (.item())"
-    return _compare_rl(got.reshape(()), expected)
+    return compare_rl(got.reshape(()), expected)
 
 
 def _pg_loss_cases(rng: np.random.Generator) -> list[Case]:
@@ -141,7 +147,7 @@ def _rally_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-register("ch09.rally_returns", ref_rally_returns, _rally_cases, compare=_compare_rl,
+register("ch09.rally_returns", ref_rally_returns, _rally_cases, compare=compare_rl,
          title="Pong: every action labelled by its rally's outcome")
 
 

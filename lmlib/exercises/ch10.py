@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..rl.gae import gae
 from ..rl.losses import clipped_surrogate_loss
-from .ch09 import _compare_rl, _random_rollout
+from .ch09 import compare_rl, random_rollout
 from .core import Case, register
 
 # ----------------------------------------------------------------------------- gae
@@ -47,7 +47,7 @@ def ref_gae(rewards: Tensor, values: Tensor, dones: Tensor, next_value: Tensor, 
 
 def _gae_cases(rng: np.random.Generator) -> list[Case]:
     def rollout(T: int, N: int, p_done: float, next_done: float | None = None) -> tuple:
-        rewards, dones = _random_rollout(rng, T, N, p_done)
+        rewards, dones = random_rollout(rng, T, N, p_done)
         values = torch.tensor(rng.normal(size=(T, N)), dtype=torch.float32)
         next_value = torch.tensor(rng.normal(size=N), dtype=torch.float32)
         nd = torch.tensor(rng.random(N) < p_done if next_done is None else np.full(N, next_done), dtype=torch.float32)
@@ -72,7 +72,7 @@ def _gae_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-register("ch10.gae", ref_gae, _gae_cases, compare=_compare_rl, title="Generalized Advantage Estimation")
+register("ch10.gae", ref_gae, _gae_cases, compare=compare_rl, title="Generalized Advantage Estimation")
 
 
 # ----------------------------------------------------------------------------- clipped surrogate
@@ -92,7 +92,7 @@ def _compare_loss(got: Any, expected: Tensor) -> str | None:
         return "the loss has no gradient: do not detach new_logprobs or convert to numbers (.item())"
     if isinstance(got, torch.Tensor):
         got = got.reshape(())
-    return _compare_rl(got, expected)
+    return compare_rl(got, expected)
 
 
 def _surrogate_cases(rng: np.random.Generator) -> list[Case]:
@@ -141,7 +141,7 @@ def _compare_kl(got: Any, expected: tuple[Tensor, Tensor]) -> str | None:
         g = torch.as_tensor(g, dtype=torch.float32).reshape(-1)
         if g.numel() != 1:
             return f"{name} must be one number (the mean over the batch), got {g.numel()} values"
-        problem = _compare_rl(g.reshape(()), e.reshape(()))
+        problem = compare_rl(g.reshape(()), e.reshape(()))
         if problem:
             return f"{name}: {problem}"
     return None
@@ -178,7 +178,7 @@ def _compare_logprob(got: Any, expected: Tensor) -> str | None:
     if isinstance(got, torch.Tensor) and got.shape != expected.shape:
         return (f"expected shape {tuple(expected.shape)} (one log-density per action, summed over the action "
                 f"dimensions), got {tuple(got.shape)}")
-    return _compare_rl(got, expected)
+    return compare_rl(got, expected)
 
 
 def _gaussian_cases(rng: np.random.Generator) -> list[Case]:

@@ -32,7 +32,7 @@ import torch
 
 from . import (MLPRewardModel, PreferenceDataset, PreferencePair, RewardEnsemble, Segment,
                            collate_segments, label_schedule, sample_pairs, select_queries, train_reward_model)
-from ..rl.ppo import PPOConfig, _is_atari, _obs_for_policy, act, fast_mujoco_rendering, make_env, ppo
+from ..rl.ppo import PPOConfig, act, fast_mujoco_rendering, is_atari, make_env, obs_for_policy, ppo
 
 Featurizer = Callable[[Any], np.ndarray]
 
@@ -263,7 +263,7 @@ def collect_clips(
                     a = rng.uniform(low, high)
                 else:
                     with torch.inference_mode():
-                        a = act(policy, _obs_for_policy(policy, np.asarray(o)[None]), deterministic)[0].numpy()
+                        a = act(policy, obs_for_policy(policy, np.asarray(o)[None]), deterministic)[0].numpy()
                 a = np.clip(a + action_noise * rng.standard_normal(a.shape), low, high)
                 o, _, terminated, truncated, _ = env.step(a)
                 done = terminated or truncated
@@ -464,16 +464,40 @@ def ppo_from_preferences(
     if featurize is not None and not callable(featurize):
         raise TypeError(f"featurize must be callable as featurize(obs) -> (D,) features, "
                         f"got {type(featurize).__name__}")
-    env_kwargs = dict(env_kwargs or {})
-    atari = _is_atari(env_id)
+    make = _env_maker(env_id, dict(env_kwargs or {}), featurize)
+    in_dim, n_actions = _reward_model_inputs(make, featurize, cfg.seed)
+    ensemble = RewardEnsemble.of_mlps(cfg.ensemble_size, seed=cfg.seed, in_dim=in_dim, hidden=cfg.hidden)
+    reward = EnsembleReward(ensemble, featurize, n_actions)
+    rounds = _LabellingRounds(ensemble, reward, rater, cfg, ppo_cfg, agreement_pairs, log_every)
+
+    policy, history = ppo(lambda: SegmentRecorder(make(), rounds.pool, cfg.segment_length, featurize), ppo_cfg,
+                          reward_fn=reward, callback=rounds, log_every=log_every)
+    history.update(rounds.log)
+    history["dataset"] = rounds.dataset
+    history["rlhp_config"] = asdict(cfg)
+    return policy, ensemble, history
+
+
+def _env_maker(env_id: str, env_kwargs: dict, featurize: Featurizer | None) -> Callable[[], gym.Env]:
+    """A function making one environment for :func:`ppo_from_preferences`: Atari ids through ``make_env`` (no
+    training wrappers, episode ends hidden from the agent), others through ``gym.make(env_id, **env_kwargs)``."""
+    atari = is_atari(env_id)
     if atari and env_kwargs:
         raise ValueError(f"env_kwargs are not used for Atari ids (make_env builds {env_id}), got {env_kwargs}")
     if atari and featurize is None:
-        raise ValueError(f"{env_id} has image observations: pass featurize=, e.g. lmlib.preferences.agent.atari_features")
+        raise ValueError(f"{env_id} has image observations: pass featurize=, "
+                         f"e.g. lmlib.preferences.agent.atari_features")
 
     def make() -> gym.Env:
         return _NoEpisodeEnd(make_env(env_id, "atari", train=False)) if atari else gym.make(env_id, **env_kwargs)
 
+    return make
+
+
+def _reward_model_inputs(make: Callable[[], gym.Env], featurize: Featurizer | None,
+                         seed: int) -> tuple[int, int | None]:
+    """``(in_dim, n_actions)`` of the reward model for one environment of ``make``: observation features plus
+    action dimensions, and the number of discrete actions (one-hot, with a ``featurize``) or ``None``."""
     probe = make()
     try:
         space = probe.action_space
@@ -487,67 +511,87 @@ def ppo_from_preferences(
         if featurize is None:
             obs_dim = probe.observation_space.shape[0]
         else:
-            obs_dim = _featurize_checked(featurize, probe.reset(seed=cfg.seed)[0]).shape[0]
+            obs_dim = _featurize_checked(featurize, probe.reset(seed=seed)[0]).shape[0]
     finally:
         probe.close()
-    rng = np.random.default_rng(cfg.seed)
-    ensemble = RewardEnsemble.of_mlps(cfg.ensemble_size, seed=cfg.seed, in_dim=obs_dim + act_dim, hidden=cfg.hidden)
-    last_step = ppo_cfg.num_iterations * ppo_cfg.batch_size  # PPO stops at whole iterations, short of total_timesteps
-    label_steps = max(1, int(cfg.labelling_fraction * last_step))
-    schedule = label_schedule(cfg.total_labels, label_steps, cfg.initial_fraction,
-                              tau=max(1.0, cfg.tau_fraction * label_steps))
-    pool: list[Segment] = []
-    dataset = PreferenceDataset()
-    log: dict[str, list] = {"label_step": [], "labels": [], "rm_accuracy": [], "agreement": [], "label_seconds": []}
-    asked = 0
+    return obs_dim + act_dim, n_actions
 
-    reward = EnsembleReward(ensemble, featurize, n_actions)
 
-    def callback(iteration: int, history: dict) -> None:
-        nonlocal asked
-        del pool[: max(0, len(pool) - cfg.pool_size)]  # keep the most recent clips
+class _LabellingRounds:
+    """PPO's callback in :func:`ppo_from_preferences`: after each iteration, if the label schedule says labels
+    are due (and it is a labelling iteration), ask the rater about the most disputed pairs of recent clips,
+    refit the ensemble (which changes ``reward``, PPO's reward, at once) and score it. ``pool`` is where the
+    :class:`SegmentRecorder` of every environment puts its clips."""
+
+    def __init__(self, ensemble: RewardEnsemble, reward: EnsembleReward, rater: Callable[[PreferencePair], str],
+                 cfg: PreferenceRLConfig, ppo_cfg: PPOConfig, agreement_pairs: int, log_every: int) -> None:
+        self.ensemble, self.reward, self.rater = ensemble, reward, rater
+        self.cfg, self.agreement_pairs, self.log_every = cfg, agreement_pairs, log_every
+        self.num_iterations = ppo_cfg.num_iterations
+        self.rng = np.random.default_rng(cfg.seed)
+        # PPO stops at whole iterations, short of total_timesteps
+        last_step = ppo_cfg.num_iterations * ppo_cfg.batch_size
+        label_steps = max(1, int(cfg.labelling_fraction * last_step))
+        self.schedule = label_schedule(cfg.total_labels, label_steps, cfg.initial_fraction,
+                                       tau=max(1.0, cfg.tau_fraction * label_steps))
+        self.pool: list[Segment] = []
+        self.dataset = PreferenceDataset()
+        self.log: dict[str, list] = {"label_step": [], "labels": [], "rm_accuracy": [], "agreement": [],
+                                     "label_seconds": []}
+        self.asked = 0
+
+    def __call__(self, iteration: int, history: dict) -> None:
+        cfg = self.cfg
+        del self.pool[: max(0, len(self.pool) - cfg.pool_size)]  # keep the most recent clips
         step = history["global_step"][-1]
-        due = min(schedule.due(step, asked), cfg.total_labels - asked)
-        round_now = iteration % cfg.label_every == 0 or iteration == ppo_cfg.num_iterations or asked == 0
-        if due <= 0 or len(pool) < 2 or not round_now:
+        due = min(self.schedule.due(step, self.asked), cfg.total_labels - self.asked)
+        round_now = iteration % cfg.label_every == 0 or iteration == self.num_iterations or self.asked == 0
+        if due <= 0 or len(self.pool) < 2 or not round_now:
             return None
         t0 = time.perf_counter()
-        candidates = sample_pairs(pool, due * cfg.candidates_per_query, rng)
-        method = cfg.query_method if len(dataset) >= 2 else "random"  # an untrained ensemble knows nothing
-        for pair in select_queries(candidates, ensemble, due, method, rng=rng, epsilon=cfg.epsilon):
-            dataset.add(pair, rater(pair))
-            asked += 1
-        if len(dataset) >= 2:
-            fit = train_reward_model(ensemble, dataset, epochs=cfg.reward_epochs, lr=cfg.reward_lr,
-                                     batch_size=cfg.reward_batch_size, seed=int(rng.integers(1 << 31)),
-                                     val_fraction=0.0, epsilon=cfg.epsilon)
-            log["rm_accuracy"].append(fit["accuracy"][-1])
-            if cfg.reward_floor:
-                with torch.no_grad():
-                    x, mask = collate_segments(dataset.segments())
-                    reward.offset = float(ensemble(x)[mask].min())
-                log.setdefault("reward_offset", []).append(reward.offset)
-        else:
-            log["rm_accuracy"].append(float("nan"))
-        fresh = sample_pairs(pool, agreement_pairs, rng) if agreement_pairs else []
-        try:
-            log["agreement"].append(reward_agreement(ensemble, fresh) if fresh else float("nan"))
-        except ValueError:
-            log["agreement"].append(float("nan"))
-        log["label_step"].append(step)
-        log["labels"].append(asked)
-        log["label_seconds"].append(time.perf_counter() - t0)
-        if log_every and iteration % log_every == 0:
-            print(f"  labels {asked}/{cfg.total_labels}, reward model accuracy {log['rm_accuracy'][-1]:.2f}, "
-                  f"agreement with the true reward {log['agreement'][-1]:.2f}", flush=True)
+        self._ask(due)
+        self.log["rm_accuracy"].append(self._refit())
+        self.log["agreement"].append(self._agreement())
+        self.log["label_step"].append(step)
+        self.log["labels"].append(self.asked)
+        self.log["label_seconds"].append(time.perf_counter() - t0)
+        if self.log_every and iteration % self.log_every == 0:
+            print(f"  labels {self.asked}/{cfg.total_labels}, reward model accuracy {self.log['rm_accuracy'][-1]:.2f}, "
+                  f"agreement with the true reward {self.log['agreement'][-1]:.2f}", flush=True)
         return None
 
-    policy, history = ppo(lambda: SegmentRecorder(make(), pool, cfg.segment_length, featurize), ppo_cfg,
-                          reward_fn=reward, callback=callback, log_every=log_every)
-    history.update(log)
-    history["dataset"] = dataset
-    history["rlhp_config"] = asdict(cfg)
-    return policy, ensemble, history
+    def _ask(self, due: int) -> None:
+        """Ask the rater about ``due`` pairs, chosen among ``candidates_per_query`` random pairs each."""
+        cfg = self.cfg
+        candidates = sample_pairs(self.pool, due * cfg.candidates_per_query, self.rng)
+        method = cfg.query_method if len(self.dataset) >= 2 else "random"  # an untrained ensemble knows nothing
+        for pair in select_queries(candidates, self.ensemble, due, method, rng=self.rng, epsilon=cfg.epsilon):
+            self.dataset.add(pair, self.rater(pair))
+            self.asked += 1
+
+    def _refit(self) -> float:
+        """Train the ensemble more on all answers so far (and shift the reward to a floor of 0 if asked);
+        return its accuracy on them (NaN before there are two answers)."""
+        cfg = self.cfg
+        if len(self.dataset) < 2:
+            return float("nan")
+        fit = train_reward_model(self.ensemble, self.dataset, epochs=cfg.reward_epochs, lr=cfg.reward_lr,
+                                 batch_size=cfg.reward_batch_size, seed=int(self.rng.integers(1 << 31)),
+                                 val_fraction=0.0, epsilon=cfg.epsilon)
+        if cfg.reward_floor:
+            with torch.no_grad():
+                x, mask = collate_segments(self.dataset.segments())
+                self.reward.offset = float(self.ensemble(x)[mask].min())
+            self.log.setdefault("reward_offset", []).append(self.reward.offset)
+        return fit["accuracy"][-1]
+
+    def _agreement(self) -> float:
+        """:func:`reward_agreement` on fresh random pairs of the pool (NaN without any, or if all tie)."""
+        fresh = sample_pairs(self.pool, self.agreement_pairs, self.rng) if self.agreement_pairs else []
+        try:
+            return reward_agreement(self.ensemble, fresh) if fresh else float("nan")
+        except ValueError:
+            return float("nan")
 
 
 class _NoEpisodeEnd(gym.Wrapper):

@@ -201,10 +201,12 @@ def make_vec_env(env_id: str, n: int, seed: int, **kwargs: Any) -> SyncVectorEnv
 
 
 def evaluate(
-    policy_fn: Callable[[np.ndarray], int] | None,
-    env_id: str,
+    policy_fn: Callable[[np.ndarray], Any] | None,
+    env_id: str | Callable[[], gym.Env],
     episodes: int,
     seed: int,
+    *,
+    max_steps: int | None = None,
     **kwargs: Any,
 ) -> np.ndarray:
     """Undiscounted return of ``episodes`` episodes of ``policy_fn`` on ``env_id``: shape ``(episodes,)``.
@@ -212,24 +214,40 @@ def evaluate(
     ``policy_fn(obs) -> action`` maps one observation (the env's own shape) to
     one action; ``None`` is the **random agent**, which samples the action
     space. Episode ``k`` is reset with seed ``seed + k``, so two calls with the
-    same seed see the same starts. ``kwargs`` go to :func:`gymnasium.make`.
+    same seed see the same starts. ``env_id`` is a gymnasium id (``kwargs`` go to
+    :func:`gymnasium.make`) or a function returning a new environment, which is
+    closed at the end. An episode is cut after ``max_steps`` steps if given.
+
+    This is the book's one episode loop: :func:`lmlib.rl.ppo.evaluate` plays a trained
+    PPO agent with it.
 
     Taught in: Chapter 9, "Reinforcement learning and policy gradients" (chapters/09_policy_gradients.ipynb).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = gym.make(env_id, **kwargs)
-    env.action_space.seed(int(seed))
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 (or None for no limit), got {max_steps}")
+    if isinstance(env_id, str):
+        env = gym.make(env_id, **kwargs)
+    elif callable(env_id):
+        if kwargs:
+            raise ValueError(f"keyword arguments {sorted(kwargs)} go to gymnasium.make and need an environment id, "
+                             f"not a function that makes the environment")
+        env = env_id()
+    else:
+        raise TypeError(f"env_id must be a gymnasium id or a function returning an environment, "
+                        f"got {type(env_id).__name__}")
     returns = np.zeros(episodes)
     try:
+        env.action_space.seed(int(seed))
         for k in range(episodes):
             obs, _ = env.reset(seed=int(seed) + k)
-            done, total = False, 0.0
+            done, total, t = False, 0.0, 0
             while not done:
                 action = env.action_space.sample() if policy_fn is None else policy_fn(obs)
                 obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                done = terminated or truncated
+                total, t = total + float(reward), t + 1
+                done = terminated or truncated or (max_steps is not None and t >= max_steps)
             returns[k] = total
     finally:
         env.close()

@@ -41,7 +41,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .losses import _as_mask
+from ..checks import as_mask
 
 __all__ = ["discounted_cumsum", "discounted_returns", "gae", "gae_loop", "masked_gae"]
 
@@ -77,6 +77,21 @@ def _as_batch(x: Tensor | Number, batch_shape: torch.Size, name: str, like: Tens
     )
 
 
+def _check_dones(dones: Tensor, name: str = "dones") -> Tensor:
+    """``dones`` unchanged if it holds only 0 and 1 (or is bool); otherwise a ``ValueError`` naming a bad value.
+
+    Every formula multiplies the future by ``1 - done``, so a flag of 2 would silently count the next
+    step with weight -1 (and NaN would spread to every earlier step).
+    """
+    if dones.dtype != torch.bool:
+        bad = (dones != 0) & (dones != 1)
+        if bool(bad.any()):
+            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
+            raise ValueError(f"{name} must hold only 0 and 1 (or be bool), got {dones[where].item()} at index "
+                             f"{where}; a done flag is 1 where a new episode starts (lmlib.rl.gae's docstring)")
+    return dones
+
+
 def _rollout(rewards, dones, values=None) -> tuple[Tensor, Tensor, Tensor | None]:
     rewards = _as_float(rewards)
     if rewards.ndim < 1 or rewards.shape[0] == 0:
@@ -93,7 +108,7 @@ def _rollout(rewards, dones, values=None) -> tuple[Tensor, Tensor, Tensor | None
     if dones.shape != rewards.shape:
         raise ValueError(f"dones has shape {tuple(dones.shape)} but rewards has shape {tuple(rewards.shape)}; "
                          f"both must be (T, N)")
-    return rewards.to(dtype), dones.to(dtype), values
+    return rewards.to(dtype), _check_dones(dones).to(dtype), values
 
 
 def _next_nonterminal(dones: Tensor, next_done: Tensor) -> Tensor:
@@ -140,8 +155,8 @@ def discounted_returns(
 
     Args:
         rewards: ``(T, N)`` rewards, ``rewards[t]`` for the action taken at ``obs[t]``.
-        dones: ``(T, N)``, CleanRL convention: ``dones[t] = 1`` if ``obs[t]`` starts a
-            new episode (see the module docstring). ``dones[0]`` is never used.
+        dones: ``(T, N)`` of 0 and 1 (or bool), CleanRL convention: ``dones[t] = 1`` if ``obs[t]``
+            starts a new episode (see the module docstring). ``dones[0]`` is never used.
         gamma: discount factor in [0, 1].
         next_value: optional ``(N,)`` value ``V(next_obs)`` of the observation after
             the rollout, added as ``gamma^k * V`` to episodes the rollout cut off
@@ -161,7 +176,8 @@ def discounted_returns(
     _check_coef(gamma, "gamma")
     rewards, dones, _ = _rollout(rewards, dones)
     batch = rewards.shape[1:]
-    next_done_t = _as_batch(0.0 if next_done is None else next_done, batch, "next_done", rewards)
+    next_done_t = _check_dones(_as_batch(0.0 if next_done is None else next_done, batch, "next_done", rewards),
+                               "next_done")
     nextnonterminal = _next_nonterminal(dones, next_done_t)
     x = rewards
     if next_value is not None:
@@ -198,9 +214,10 @@ def gae(
 
     Args:
         rewards, values, dones: ``(T, N)``; ``values[t] = V(obs[t])`` from the
-            rollout policy; ``dones`` in the CleanRL convention (module docstring).
+            rollout policy; ``dones`` of 0 and 1 (or bool) in the CleanRL convention
+            (module docstring): any other flag is a ``ValueError``.
         next_value: ``(N,)`` ``V(next_obs)``; ``(1, N)`` and ``(N, 1)`` are accepted.
-        next_done: ``(N,)`` done flag returned with ``next_obs``.
+        next_done: ``(N,)`` done flag (0 or 1) returned with ``next_obs``.
         gamma: discount in [0, 1]. lam: GAE lambda in [0, 1].
 
     Returns:
@@ -214,7 +231,7 @@ def gae(
     rewards, dones, values = _rollout(rewards, dones, values)
     batch = rewards.shape[1:]
     next_value = _as_batch(next_value, batch, "next_value", values)
-    next_done = _as_batch(next_done, batch, "next_done", values)
+    next_done = _check_dones(_as_batch(next_done, batch, "next_done", values), "next_done")
     nextnonterminal = _next_nonterminal(dones, next_done)
     nextvalues = torch.cat([values[1:], next_value.unsqueeze(0)], dim=0)
     delta = rewards + gamma * nextvalues * nextnonterminal - values
@@ -242,7 +259,7 @@ def gae_loop(
     _check_coef(lam, "lam")
     rewards, dones, values = _rollout(rewards, dones, values)
     next_value = _as_batch(next_value, rewards.shape[1:], "next_value", values)
-    next_done = _as_batch(next_done, rewards.shape[1:], "next_done", values)
+    next_done = _check_dones(_as_batch(next_done, rewards.shape[1:], "next_done", values), "next_done")
     num_steps = rewards.shape[0]
     advantages = torch.zeros_like(rewards)
     lastgaelam = torch.zeros_like(rewards[0])
@@ -300,7 +317,7 @@ def masked_gae(
     values = _as_float(values)
     if rewards.ndim != 2 or values.shape != rewards.shape:
         raise ValueError(f"rewards and values must both be (B, T); got {tuple(rewards.shape)} and {tuple(values.shape)}")
-    m = _as_mask(mask, rewards, "mask")
+    m = as_mask(mask, rewards, "mask")
     dtype = torch.promote_types(rewards.dtype, values.dtype)
     r = torch.where(m, rewards, 0.0).to(dtype)
     v = torch.where(m, values, 0.0).to(dtype)

@@ -16,8 +16,12 @@ gradients" (chapters/09_policy_gradients.ipynb).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+from ..checks import as_mask, check_finite
 
 __all__ = [
     "masked_mean", "masked_var", "masked_whiten", "normalize_advantages", "reinforce_loss",
@@ -33,17 +37,20 @@ def _same_shape(**tensors: Tensor) -> None:
                          f"a value head of shape (B, 1) needs .squeeze(-1) or .view(-1)")
 
 
-def _as_mask(mask: Tensor, like: Tensor, name: str = "mask") -> Tensor:
-    """``mask`` as a bool tensor of ``like``'s shape; 0/1 numbers are accepted, anything else is an error."""
-    mask = torch.as_tensor(mask, device=like.device)
-    if mask.shape != like.shape:
-        raise ValueError(f"{name} has shape {tuple(mask.shape)} but the values have shape {tuple(like.shape)}")
-    if mask.dtype != torch.bool:
-        if not ((mask == 0) | (mask == 1)).all():
-            raise ValueError(f"{name} must hold only 0 and 1 (or be bool), got values such as "
-                             f"{mask[(mask != 0) & (mask != 1)].flatten()[:3].tolist()}")
-        mask = mask.bool()
-    return mask
+def _require_finite(outputs: tuple[Tensor, ...], mask: Tensor | None, **inputs: Tensor) -> None:
+    """Raise :func:`lmlib.checks.check_finite`'s ``ValueError`` for the first of ``inputs`` that holds a NaN
+    or infinity at a real position (where ``mask`` is 1; padding may hold anything).
+
+    The PPO losses run this on every minibatch, so the usual case costs one ``.item()`` per scalar in
+    ``outputs``: each caller passes scalars that a non-finite real input always makes non-finite (the
+    loss, and for the clipped surrogate the k3 KL, which catches an infinite log-prob that the clipped
+    loss would hide). Only when one of them is not finite are the inputs checked by name; if none is
+    at fault (finite values that overflowed), there is no error.
+    """
+    if all(math.isfinite(o.item()) for o in outputs):
+        return
+    for name, t in inputs.items():
+        check_finite(t, name, mask)
 
 
 def masked_mean(values: Tensor, mask: Tensor | None = None, dim: int | None = None) -> Tensor:
@@ -60,7 +67,7 @@ def masked_mean(values: Tensor, mask: Tensor | None = None, dim: int | None = No
         if values.numel() == 0:
             raise ValueError("masked_mean of an empty tensor")
         return values.mean() if dim is None else values.mean(dim)
-    m = _as_mask(mask, values)
+    m = as_mask(mask, values)
     count = m.sum() if dim is None else m.sum(dim)
     if (count == 0).any():
         raise ValueError("mask selects no elements" + ("" if dim is None else f" in some slice along dim {dim}"))
@@ -76,7 +83,7 @@ def masked_var(values: Tensor, mask: Tensor | None = None, unbiased: bool = True
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    m = torch.ones_like(values, dtype=torch.bool) if mask is None else _as_mask(mask, values)
+    m = torch.ones_like(values, dtype=torch.bool) if mask is None else as_mask(mask, values)
     n = int(m.sum())
     if n < (2 if unbiased else 1):
         raise ValueError(f"need at least {2 if unbiased else 1} selected values for a variance, got {n}")
@@ -96,7 +103,7 @@ def masked_whiten(values: Tensor, mask: Tensor | None = None, shift_mean: bool =
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb);
     used for per-token advantages in the RLHF chapters.
     """
-    m = torch.ones_like(values, dtype=torch.bool) if mask is None else _as_mask(mask, values)
+    m = torch.ones_like(values, dtype=torch.bool) if mask is None else as_mask(mask, values)
     mean, var = masked_mean(values, m), masked_var(values, m)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
@@ -114,7 +121,7 @@ def normalize_advantages(advantages: Tensor, mask: Tensor | None = None, eps: fl
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    m = torch.ones_like(advantages, dtype=torch.bool) if mask is None else _as_mask(mask, advantages)
+    m = torch.ones_like(advantages, dtype=torch.bool) if mask is None else as_mask(mask, advantages)
     if int(m.sum()) < 2:
         raise ValueError(f"cannot normalise fewer than 2 advantages (got {int(m.sum())}); use larger minibatches "
                          f"or norm_adv=False")
@@ -134,7 +141,9 @@ def reinforce_loss(logprobs: Tensor, advantages: Tensor, mask: Tensor | None = N
     (chapters/09_policy_gradients.ipynb).
     """
     _same_shape(logprobs=logprobs, advantages=advantages)
-    return -masked_mean(logprobs * advantages.detach(), mask)
+    loss = -masked_mean(logprobs * advantages.detach(), mask)
+    _require_finite((loss,), mask, logprobs=logprobs, advantages=advantages)
+    return loss
 
 
 def clipped_surrogate_loss(
@@ -156,7 +165,11 @@ def clipped_surrogate_loss(
         new_logprobs: ``(B,)`` log-probs of the taken actions under the current policy (with grad).
         old_logprobs: ``(B,)`` the same under the rollout policy (constants).
         advantages: ``(B,)`` (normalise beforehand if you want; constants).
-        clip_coef: eps, e.g. 0.2. mask: optional ``(B, T)``-style mask for tokens.
+        clip_coef: eps in (0, 1), e.g. 0.2. mask: optional ``(B, T)``-style mask for tokens.
+
+    Raises ``ValueError`` for mismatched shapes, a ``clip_coef`` outside (0, 1), or a NaN or
+    infinity in an input (at a real position: masked-out ones may hold anything), naming the
+    argument; a NaN would otherwise give a NaN loss and a clip fraction of 0 without a word.
 
     Returns:
         ``(pg_loss, info)``: a scalar, and detached scalars ``approx_kl``
@@ -167,8 +180,9 @@ def clipped_surrogate_loss(
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
     _same_shape(new_logprobs=new_logprobs, old_logprobs=old_logprobs, advantages=advantages)
-    if clip_coef <= 0:
-        raise ValueError(f"clip_coef must be positive, got {clip_coef}")
+    if not 0.0 < clip_coef < 1.0:
+        raise ValueError(f"clip_coef must be in (0, 1), got {clip_coef}: the ratio is clipped to "
+                         f"[1 - clip_coef, 1 + clip_coef], and a lower end <= 0 never clips a falling probability")
     advantages = advantages.detach()
     logratio = new_logprobs - old_logprobs.detach()
     ratio = logratio.exp()
@@ -182,6 +196,8 @@ def clipped_surrogate_loss(
             "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_coef).to(ratio.dtype), mask),
             "ratio_mean": masked_mean(ratio, mask),
         }
+    _require_finite((pg_loss, info["approx_kl"]), mask,
+                    new_logprobs=new_logprobs, old_logprobs=old_logprobs, advantages=advantages)
     return pg_loss, info
 
 
@@ -207,18 +223,24 @@ def value_loss(
     Returns:
         ``(v_loss, info)`` with detached ``vf_clipfrac`` (0 without clipping).
 
+    Raises ``ValueError`` naming the argument that holds a NaN or infinity (at a real position).
+
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
     _same_shape(new_values=new_values, old_values=old_values, returns=returns)
+    if clip_coef is not None and clip_coef <= 0:
+        raise ValueError(f"clip_coef must be positive or None, got {clip_coef}")
     returns, old_values = returns.detach(), old_values.detach()
     v_loss_unclipped = (new_values - returns) ** 2
     if clip_coef is None:
-        return 0.5 * masked_mean(v_loss_unclipped, mask), {"vf_clipfrac": torch.zeros((), device=new_values.device)}
-    if clip_coef <= 0:
-        raise ValueError(f"clip_coef must be positive or None, got {clip_coef}")
+        v_loss = 0.5 * masked_mean(v_loss_unclipped, mask)
+        # old_values does not enter the unclipped loss: its sum stands in for it in the check
+        _require_finite((v_loss, old_values.sum()), mask, new_values=new_values, old_values=old_values, returns=returns)
+        return v_loss, {"vf_clipfrac": torch.zeros((), device=new_values.device)}
     v_clipped = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
     v_loss_clipped = (v_clipped - returns) ** 2
     v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
+    _require_finite((v_loss,), mask, new_values=new_values, old_values=old_values, returns=returns)
     with torch.no_grad():
         vf_clipfrac = masked_mean((v_loss_clipped > v_loss_unclipped).to(new_values.dtype), mask)
     return v_loss, {"vf_clipfrac": vf_clipfrac}
@@ -230,9 +252,13 @@ def entropy_bonus(entropy: Tensor, mask: Tensor | None = None) -> Tensor:
     ``entropy``: ``(B,)`` (or ``(B, T)`` with ``mask``). PPO *subtracts*
     ``ent_coef * entropy_bonus`` from its loss to keep exploring.
 
+    A NaN or infinite entropy (at a real position) is a ``ValueError``.
+
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    return masked_mean(entropy, mask)
+    bonus = masked_mean(entropy, mask)
+    _require_finite((bonus,), mask, entropy=entropy)
+    return bonus
 
 
 def explained_variance(y_pred: Tensor, y_true: Tensor, mask: Tensor | None = None) -> float:
@@ -251,7 +277,7 @@ def explained_variance(y_pred: Tensor, y_true: Tensor, mask: Tensor | None = Non
         return 1.0 - float(masked_var(y_true - y_pred, mask, unbiased=False)) / var_y
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k1") -> Tensor:
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k1", mask: Tensor | None = None) -> Tensor:
     """Per-token estimate of KL(pi || pi_ref) from samples of ``pi``, for the RLHF reward.
 
     With ``log r = ref_logprobs - logprobs`` (Schulman, "Approximating KL
@@ -262,17 +288,24 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k1") -> Tens
     * ``"k3"``: ``(r - 1) - log r`` (unbiased, always >= 0).
 
     ``logprobs`` and ``ref_logprobs``: same shape, e.g. ``(B, T)``; the result has
-    that shape (no reduction; mask and sum it yourself).
+    that shape (no reduction; sum it over the real tokens yourself). A NaN or
+    infinity in either is a ``ValueError`` naming it; with a ``mask`` (same shape,
+    0 on padding) padded positions may hold anything and are 0 in the result.
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb);
     used in the RLHF chapters.
     """
     _same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    if kind not in ("k1", "k2", "k3"):
+        raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
     log_r = ref_logprobs - logprobs
     if kind == "k1":
-        return -log_r
-    if kind == "k2":
-        return 0.5 * log_r**2
-    if kind == "k3":
-        return (log_r.exp() - 1) - log_r
-    raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
+        kl = -log_r
+    elif kind == "k2":
+        kl = 0.5 * log_r**2
+    else:
+        kl = (log_r.exp() - 1) - log_r
+    if mask is not None:
+        kl = torch.where(as_mask(mask, kl), kl, 0.0)
+    _require_finite((kl.sum(),), mask, logprobs=logprobs, ref_logprobs=ref_logprobs)
+    return kl

@@ -56,14 +56,15 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from .envs import evaluate as play_episodes
 from .gae import gae
 from .losses import clipped_surrogate_loss, entropy_bonus, explained_variance, value_loss
 from .policies import CategoricalPolicy, ConvPolicy, GaussianPolicy
 from .wrappers import (ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, ObsNormalizer, RewardModelWrapper,
                        RewardNormalizer)
 
-__all__ = ["PPOConfig", "ppo", "make_env", "make_policy", "act", "evaluate", "record_video", "load_ppo",
-           "export_policy", "episode_curve", "fast_mujoco_rendering"]
+__all__ = ["PPOConfig", "ppo", "make_env", "is_atari", "make_policy", "act", "obs_for_policy", "as_policy_fn",
+           "evaluate", "record_video", "load_ppo", "export_policy", "episode_curve", "fast_mujoco_rendering"]
 
 EnvSpec = str | Callable[[], gym.Env]
 
@@ -169,12 +170,20 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.clip_coef < 1.0:
+            raise ValueError(f"clip_coef must be in (0, 1), got {self.clip_coef}: the ratio is clipped to "
+                             f"[1 - clip_coef, 1 + clip_coef]")
 
 
 # ----------------------------------------------------------------------------- environments
 
 
-def _is_atari(env_id: str) -> bool:
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` is an Atari game of the Arcade Learning Environment (``ALE/...`` or ``...NoFrameskip-v4``),
+    which :func:`make_env` wraps with the Atari preprocessing and :func:`evaluate` cuts at 27,000 steps.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
     if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
         return True
     spec = gym.registry.get(env_id)
@@ -203,7 +212,7 @@ def make_env(env_id: str, kind: str = "auto", train: bool = True, render_mode: s
 
     Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
     """
-    atari = kind == "atari" or (kind == "auto" and _is_atari(env_id))
+    atari = kind == "atari" or (kind == "auto" and is_atari(env_id))
     if atari:
         _register_atari()
         # NoFrameskip-v4 already has frameskip=1 and no sticky actions; v5 ids need them set
@@ -370,7 +379,12 @@ def _sample(policy: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return action, logp.gather(-1, action[:, None]).squeeze(-1), value
 
 
-def _obs_for_policy(policy: nn.Module, obs: np.ndarray) -> torch.Tensor:
+def obs_for_policy(policy: nn.Module, obs: np.ndarray) -> torch.Tensor:
+    """A numpy batch of raw observations ``(B, *obs_shape)`` as the tensor ``policy`` reads: normalised with its
+    ``obs_normalizer`` (from :func:`ppo` or :func:`load_ppo`; not updated), else float64 made float32.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
     norm = getattr(policy, "obs_normalizer", None)
     if norm is not None:
         obs = norm(obs, update=False)
@@ -385,6 +399,22 @@ def _env_action(action: torch.Tensor, space: gym.Space) -> np.ndarray | list[int
     if isinstance(space, gym.spaces.Box):
         return np.clip(action.numpy(), space.low, space.high)
     return action.tolist()
+
+
+def as_policy_fn(policy: nn.Module, action_space: gym.Space, deterministic: bool = True) -> Callable[[Any], Any]:
+    """``policy_fn(obs) -> action`` for one raw observation of an environment with ``action_space``: the
+    observation normalised as in training (:func:`obs_for_policy`), the action from :func:`act`, clipped to
+    the action space if continuous. What :func:`lmlib.rl.envs.evaluate` and :func:`record_video` play.
+
+    Taught in: Chapter 10, "Proximal Policy Optimization" (chapters/10_ppo.ipynb).
+    """
+
+    def policy_fn(obs: Any) -> Any:
+        with torch.inference_mode():
+            a = act(policy, obs_for_policy(policy, np.asarray(obs)[None]), deterministic)
+        return _env_action(a, action_space)[0]
+
+    return policy_fn
 
 
 # ----------------------------------------------------------------------------- training
@@ -524,24 +554,15 @@ def _records_episodes(env: gym.Env) -> bool:
 
 def _train(env_spec: EnvSpec, cfg: PPOConfig, reward_fn, policy, checkpoint_path, save_every: int, resume: bool,
            log_every: int, callback) -> tuple[nn.Module, dict[str, Any]]:
+    """The PPO loop, top to bottom: set up (or resume), then per iteration anneal -> rollout -> GAE -> update ->
+    log -> save. Each step is a function below."""
     torch.manual_seed(cfg.seed)  # the policy's initial weights and all sampling (rollout actions, minibatch order)
-
-    def thunk() -> gym.Env:
-        if isinstance(env_spec, str):
-            e = make_env(env_spec, cfg.env_kind)
-        else:
-            e = env_spec()
-            if not _records_episodes(e):  # make_env's envs record the game score below their Atari wrappers
-                e = gym.wrappers.RecordEpisodeStatistics(e)
-        return e if reward_fn is None else RewardModelWrapper(e, reward_fn)
-
-    envs = SyncVectorEnv([thunk for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
+    envs = _make_vector_env(env_spec, cfg, reward_fn)
     try:
         obs_space, act_space = envs.single_observation_space, envs.single_action_space
         if policy is None:
             policy = make_policy(obs_space, act_space, cfg.hidden)
         _check_policy(policy, act_space)
-        continuous = isinstance(act_space, gym.spaces.Box)
         # fused Adam: one kernel for all parameters, ~4x less optimizer time than the default per-tensor loop on CPU
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=1e-5, fused=True)
@@ -549,46 +570,16 @@ def _train(env_spec: EnvSpec, cfg: PPOConfig, reward_fn, policy, checkpoint_path
         if cfg.normalize_obs:  # a policy trained before keeps its statistics
             obs_norm = getattr(policy, "obs_normalizer", None) or ObsNormalizer(obs_space.shape, clip=cfg.clip_obs)
         rew_norm = RewardNormalizer(cfg.num_envs, cfg.gamma, clip=cfg.clip_reward) if cfg.normalize_reward else None
-        history: dict[str, Any] = {k: [] for k in (
-            "global_step", "lr", "clip_coef", "pg_loss", "v_loss", "entropy", "approx_kl", "old_approx_kl",
-            "clipfrac", "vf_clipfrac", "explained_variance", "epochs", "sps",
-            "episode_step", "episode_return", "episode_length", "true_episode_return", "model_episode_return")}
-        start_iteration, global_step, reset_seed = 1, 0, cfg.seed
+        history = _new_history()
+        start_iteration, global_step = 1, 0
         if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-            ck = load_checkpoint(checkpoint_path)
-            old = ck.meta["config"]
-            for name in ("env_id", "num_envs", "num_steps", "hidden", "normalize_obs", "normalize_reward"):
-                if old[name] != getattr(cfg, name):
-                    raise ValueError(f"cannot resume {checkpoint_path}: it was trained with {name}={old[name]!r}, "
-                                     f"this config has {getattr(cfg, name)!r}")
-            policy.load_state_dict(ck.model)
-            optimizer.load_state_dict(ck.optimizer)
-            torch.set_rng_state(ck.meta["torch_rng"])
-            if obs_norm is not None:
-                obs_norm.load_state_dict(ck.meta["obs_norm"])
-            if rew_norm is not None:
-                rew_norm.load_state_dict(ck.meta["rew_norm"])
-            history.update({k: list(v) for k, v in ck.meta["history"].items()})
-            start_iteration, global_step = ck.meta["iteration"] + 1, ck.meta["global_step"]
-            reset_seed = cfg.seed + global_step
-
-        # rollout storage, time first (T, N): CleanRL's layout and done convention (lmlib.rl.gae)
-        T, N = cfg.num_steps, cfg.num_envs
-        obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 and obs_norm is None else torch.float32
-        obs = torch.zeros((T, N, *obs_space.shape), dtype=obs_dtype)
-        actions = torch.zeros((T, N, *act_space.shape), dtype=torch.float32 if continuous else torch.long)
-        logprobs, rewards, dones, values = (torch.zeros((T, N)) for _ in range(4))
-        rewards_np = rewards.numpy()  # shares memory: the env side writes numpy, the update reads torch
-
-        def prepare(o: np.ndarray, update: bool = True) -> np.ndarray:
-            if obs_norm is not None:
-                return obs_norm(o, update)
-            return o if o.dtype == np.uint8 else o.astype(np.float32, copy=False)
-
+            start_iteration, global_step = _resume(checkpoint_path, cfg, policy, optimizer, obs_norm, rew_norm, history)
+        buf = _RolloutStorage(cfg, obs_space, act_space, obs_norm is None)
+        reset_seed = cfg.seed + global_step  # a resumed run restarts its environments from new seeds
         raw, _ = envs.reset(seed=reset_seed)
         envs.action_space.seed(reset_seed)
-        next_obs = prepare(raw, update=start_iteration == 1)  # a resumed run has seen its obs already
-        next_done = np.zeros(N, dtype=np.float32)
+        next_obs = _prepare_obs(raw, obs_norm, update=start_iteration == 1)  # a resumed run has seen its obs already
+        next_done = np.zeros(cfg.num_envs, dtype=np.float32)
         with torch.inference_mode():
             policy.get_value(torch.from_numpy(next_obs))  # checks the observation shape once, with a clear error
         t_start = time.perf_counter()
@@ -601,91 +592,22 @@ def _train(env_spec: EnvSpec, cfg: PPOConfig, reward_fn, policy, checkpoint_path
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            # ---- rollout: T steps of N envs with the current policy
-            policy.eval()
-            with torch.inference_mode():
-                for step in range(T):
-                    global_step += N
-                    obs_t = torch.from_numpy(next_obs)
-                    obs[step] = obs_t
-                    dones[step] = torch.from_numpy(next_done)
-                    action, logprob, value = _sample(policy, obs_t)  # = policy.get_action_and_value, leaner
-                    actions[step], logprobs[step], values[step] = action, logprob, value
-                    raw, reward, terminated, truncated, infos = envs.step(_env_action(action, act_space))
-                    done = terminated | truncated
-                    r = rew_norm(reward, done) if rew_norm is not None else reward
-                    if cfg.bootstrap_truncated and (truncated & ~terminated).any():
-                        # a time limit is not a real end: add gamma * V(final obs) (normalised scale)
-                        idx = np.nonzero(truncated & ~terminated)[0]
-                        final = prepare(np.stack(infos["final_obs"][idx]), update=False)
-                        r = r + 0.0  # own copy
-                        r[idx] += cfg.gamma * policy.get_value(torch.from_numpy(final)).numpy()
-                    rewards_np[step] = r
-                    next_obs, next_done = prepare(raw), done.astype(np.float32)
-                    if done.any():
-                        _record_episodes(history, infos, global_step)
-                next_value = policy.get_value(torch.from_numpy(next_obs))
-            if not np.isfinite(rewards_np).all():
-                t_bad, n_bad = np.argwhere(~np.isfinite(rewards_np))[0]
-                raise ValueError(f"non-finite reward {rewards_np[t_bad, n_bad]} at step {t_bad} of env {n_bad} in "
-                                 f"iteration {iteration}; check the environment or the reward function")
-            advantages, returns = gae(rewards, values, dones, next_value, torch.from_numpy(next_done),
+            # ---- rollout: T steps of N envs with the current policy; then GAE
+            next_obs, next_done, next_value, global_step = _collect_rollout(
+                envs, policy, buf, next_obs, next_done, cfg, obs_norm, rew_norm, history, global_step)
+            _check_rewards(buf.rewards_np, iteration)
+            advantages, returns = gae(buf.rewards, buf.values, buf.dones, next_value, torch.from_numpy(next_done),
                                       cfg.gamma, cfg.gae_lambda)
 
             # ---- update: epochs of shuffled minibatches over the flattened batch
-            policy.train()
-            B, M = cfg.batch_size, cfg.minibatch_size
-            b_obs, b_actions = obs.reshape(B, *obs.shape[2:]), actions.reshape(B, *actions.shape[2:])
-            b_logprobs, b_adv = logprobs.reshape(B), advantages.reshape(B)
-            b_returns, b_values = returns.reshape(B), values.reshape(B)
-            stats, epochs_done = [], 0
-            if M == B:  # the full-batch normalised advantages are the same in every epoch
-                b_adv_full = _normalize(b_adv) if cfg.norm_adv else b_adv
-            for epoch in range(cfg.update_epochs):
-                # one minibatch = the whole batch (rl-zoo's CartPole): the order does not matter, skip the shuffle
-                perm = torch.randperm(B) if M < B else None
-                for start in range(0, B, M):
-                    if perm is None:
-                        mb, mb_adv = slice(None), b_adv_full
-                    else:
-                        mb = perm[start:start + M]
-                        mb_adv = _normalize(b_adv[mb]) if cfg.norm_adv else b_adv[mb]
-                    _, newlogprob, entropy, newvalue = policy.get_action_and_value(b_obs[mb], b_actions[mb])
-                    pg_loss, pg_info = clipped_surrogate_loss(newlogprob, b_logprobs[mb], mb_adv, clip_coef)
-                    v_loss, v_info = value_loss(newvalue, b_values[mb], b_returns[mb],
-                                                clip_coef if cfg.clip_vloss else None)
-                    ent = entropy_bonus(entropy)
-                    loss = pg_loss + cfg.vf_coef * v_loss
-                    if cfg.ent_coef:  # with ent_coef = 0 the entropy stays out of the backward pass
-                        loss = loss - cfg.ent_coef * ent
-                    for p in params:  # = optimizer.zero_grad(set_to_none=True), without its profiler hook
-                        p.grad = None
-                    loss.backward()
-                    _clip_grad_norm(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), pg_info["approx_kl"],
-                                              pg_info["old_approx_kl"], pg_info["clipfrac"], v_info["vf_clipfrac"]]))
-                epochs_done += 1
-                if cfg.target_kl is not None and float(pg_info["approx_kl"]) > cfg.target_kl:
-                    break
+            stats, epochs_done = _update(policy, optimizer, params, buf, advantages, returns, cfg, clip_coef)
 
-            # ---- diagnostics (one read of all minibatch statistics)
-            means = torch.stack(stats).mean(0).tolist()
-            for k, v in zip(("pg_loss", "v_loss", "entropy", "approx_kl", "old_approx_kl", "clipfrac", "vf_clipfrac"),
-                            means):
-                history[k].append(v)
-            history["global_step"].append(global_step)
-            history["lr"].append(lr)
-            history["clip_coef"].append(clip_coef)
-            history["explained_variance"].append(explained_variance(b_values, b_returns))
-            history["epochs"].append(epochs_done)
-            history["sps"].append((global_step - step0) / (time.perf_counter() - t_iter))
+            # ---- diagnostics, callback, checkpoint
+            _record_iteration(history, stats, global_step=global_step, lr=lr, clip_coef=clip_coef,
+                              explained_var=explained_variance(buf.values.reshape(-1), returns.reshape(-1)),
+                              epochs=epochs_done, sps=(global_step - step0) / (time.perf_counter() - t_iter))
             if log_every and iteration % log_every == 0:
-                recent = history["episode_return"][-20:]
-                print(f"iter {iteration}/{cfg.num_iterations} step {global_step} "
-                      f"return {np.mean(recent) if recent else float('nan'):.1f} "
-                      f"kl {means[3]:.4f} clipfrac {means[5]:.3f} ev {history['explained_variance'][-1]:.2f} "
-                      f"sps {history['sps'][-1]:.0f}", flush=True)
+                _print_iteration(history, iteration, cfg.num_iterations)
             stop = bool(callback(iteration, history)) if callback is not None else False
             if checkpoint_path is not None and ((save_every and iteration % save_every == 0)
                                                 or iteration == cfg.num_iterations or stop):
@@ -701,6 +623,187 @@ def _train(env_spec: EnvSpec, cfg: PPOConfig, reward_fn, policy, checkpoint_path
     policy.obs_normalizer = obs_norm
     policy.config = cfg
     return policy.eval(), history
+
+
+# ----------------------------------------------------------------------------- training: the steps of the loop
+
+
+def _make_vector_env(env_spec: EnvSpec, cfg: PPOConfig, reward_fn) -> SyncVectorEnv:
+    """``cfg.num_envs`` copies of the environment (same-step autoreset), each recording its episodes and, with a
+    ``reward_fn``, paying the model's reward (:class:`RewardModelWrapper`)."""
+
+    def thunk() -> gym.Env:
+        if isinstance(env_spec, str):
+            e = make_env(env_spec, cfg.env_kind)
+        else:
+            e = env_spec()
+            if not _records_episodes(e):  # make_env's envs record the game score below their Atari wrappers
+                e = gym.wrappers.RecordEpisodeStatistics(e)
+        return e if reward_fn is None else RewardModelWrapper(e, reward_fn)
+
+    return SyncVectorEnv([thunk for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
+
+
+_HISTORY_KEYS = ("global_step", "lr", "clip_coef", "pg_loss", "v_loss", "entropy", "approx_kl", "old_approx_kl",
+                 "clipfrac", "vf_clipfrac", "explained_variance", "epochs", "sps",
+                 "episode_step", "episode_return", "episode_length", "true_episode_return", "model_episode_return")
+#: The per-minibatch diagnostics of :func:`_update`, in the order of its stacked rows.
+_UPDATE_STATS = ("pg_loss", "v_loss", "entropy", "approx_kl", "old_approx_kl", "clipfrac", "vf_clipfrac")
+
+
+def _new_history() -> dict[str, Any]:
+    return {k: [] for k in _HISTORY_KEYS}
+
+
+def _resume(checkpoint_path: str | os.PathLike, cfg: PPOConfig, policy: nn.Module, optimizer: torch.optim.Optimizer,
+            obs_norm: ObsNormalizer | None, rew_norm: RewardNormalizer | None, history: dict) -> tuple[int, int]:
+    """Load a checkpoint of :func:`ppo` into the policy, optimizer, normalisers, ``history`` and torch's RNG;
+    return ``(first iteration to run, global_step)``. A config that changes the rollout's shape is an error."""
+    ck = load_checkpoint(checkpoint_path)
+    old = ck.meta["config"]
+    for name in ("env_id", "num_envs", "num_steps", "hidden", "normalize_obs", "normalize_reward"):
+        if old[name] != getattr(cfg, name):
+            raise ValueError(f"cannot resume {checkpoint_path}: it was trained with {name}={old[name]!r}, "
+                             f"this config has {getattr(cfg, name)!r}")
+    policy.load_state_dict(ck.model)
+    optimizer.load_state_dict(ck.optimizer)
+    torch.set_rng_state(ck.meta["torch_rng"])
+    if obs_norm is not None:
+        obs_norm.load_state_dict(ck.meta["obs_norm"])
+    if rew_norm is not None:
+        rew_norm.load_state_dict(ck.meta["rew_norm"])
+    history.update({k: list(v) for k, v in ck.meta["history"].items()})
+    return ck.meta["iteration"] + 1, ck.meta["global_step"]
+
+
+class _RolloutStorage:
+    """One rollout, time first ``(T, N, ...)``: CleanRL's layout and done convention (:mod:`lmlib.rl.gae`),
+    allocated once per run. ``rewards_np`` shares memory with ``rewards``: the env side writes numpy, the
+    update reads torch. Observations stay uint8 (Atari frames) unless they are normalised."""
+
+    def __init__(self, cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, raw_obs: bool) -> None:
+        T, N = cfg.num_steps, cfg.num_envs
+        obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 and raw_obs else torch.float32
+        continuous = isinstance(act_space, gym.spaces.Box)
+        self.obs = torch.zeros((T, N, *obs_space.shape), dtype=obs_dtype)
+        self.actions = torch.zeros((T, N, *act_space.shape), dtype=torch.float32 if continuous else torch.long)
+        self.logprobs, self.rewards, self.dones, self.values = (torch.zeros((T, N)) for _ in range(4))
+        self.rewards_np = self.rewards.numpy()
+
+
+def _prepare_obs(o: np.ndarray, obs_norm: ObsNormalizer | None, update: bool = True) -> np.ndarray:
+    """Observations as the policy reads them: normalised (updating the statistics if ``update``), else float32
+    (uint8 frames stay uint8; the conv net scales them)."""
+    if obs_norm is not None:
+        return obs_norm(o, update)
+    return o if o.dtype == np.uint8 else o.astype(np.float32, copy=False)
+
+
+def _collect_rollout(envs: SyncVectorEnv, policy: nn.Module, buf: _RolloutStorage, next_obs: np.ndarray,
+                     next_done: np.ndarray, cfg: PPOConfig, obs_norm: ObsNormalizer | None,
+                     rew_norm: RewardNormalizer | None, history: dict, global_step: int,
+                     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, int]:
+    """``cfg.num_steps`` steps of all environments with the current policy (no gradients), written into ``buf``;
+    finished episodes go to ``history``. Returns ``(next_obs, next_done, next_value, global_step)``."""
+    obs, actions, logprobs, values, dones, rewards_np = (buf.obs, buf.actions, buf.logprobs, buf.values, buf.dones,
+                                                         buf.rewards_np)
+    act_space, N = envs.single_action_space, cfg.num_envs
+    policy.eval()
+    with torch.inference_mode():
+        for step in range(cfg.num_steps):
+            global_step += N
+            obs_t = torch.from_numpy(next_obs)
+            obs[step] = obs_t
+            dones[step] = torch.from_numpy(next_done)
+            action, logprob, value = _sample(policy, obs_t)  # = policy.get_action_and_value, leaner
+            actions[step], logprobs[step], values[step] = action, logprob, value
+            raw, reward, terminated, truncated, infos = envs.step(_env_action(action, act_space))
+            done = terminated | truncated
+            r = rew_norm(reward, done) if rew_norm is not None else reward
+            if cfg.bootstrap_truncated and (truncated & ~terminated).any():
+                # a time limit is not a real end: add gamma * V(final obs) (normalised scale)
+                idx = np.nonzero(truncated & ~terminated)[0]
+                final = _prepare_obs(np.stack(infos["final_obs"][idx]), obs_norm, update=False)
+                r = r + 0.0  # own copy
+                r[idx] += cfg.gamma * policy.get_value(torch.from_numpy(final)).numpy()
+            rewards_np[step] = r
+            next_obs, next_done = _prepare_obs(raw, obs_norm), done.astype(np.float32)
+            if done.any():
+                _record_episodes(history, infos, global_step)
+        next_value = policy.get_value(torch.from_numpy(next_obs))
+    return next_obs, next_done, next_value, global_step
+
+
+def _check_rewards(rewards_np: np.ndarray, iteration: int) -> None:
+    """A clear error for a NaN or infinite reward, naming the step and the environment."""
+    if not np.isfinite(rewards_np).all():
+        t_bad, n_bad = np.argwhere(~np.isfinite(rewards_np))[0]
+        raise ValueError(f"non-finite reward {rewards_np[t_bad, n_bad]} at step {t_bad} of env {n_bad} in "
+                         f"iteration {iteration}; check the environment or the reward function")
+
+
+def _update(policy: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], buf: _RolloutStorage,
+            advantages: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig, clip_coef: float,
+            ) -> tuple[list[torch.Tensor], int]:
+    """``cfg.update_epochs`` passes over the flattened batch in shuffled minibatches (stopping early past
+    ``cfg.target_kl``). Returns the per-minibatch diagnostics (rows of :data:`_UPDATE_STATS`, detached tensors,
+    read once by the caller) and the number of epochs done."""
+    policy.train()
+    B, M = cfg.batch_size, cfg.minibatch_size
+    b_obs, b_actions = buf.obs.reshape(B, *buf.obs.shape[2:]), buf.actions.reshape(B, *buf.actions.shape[2:])
+    b_logprobs, b_adv = buf.logprobs.reshape(B), advantages.reshape(B)
+    b_returns, b_values = returns.reshape(B), buf.values.reshape(B)
+    stats, epochs_done = [], 0
+    if M == B:  # the full-batch normalised advantages are the same in every epoch
+        b_adv_full = _normalize(b_adv) if cfg.norm_adv else b_adv
+    for epoch in range(cfg.update_epochs):
+        # one minibatch = the whole batch (rl-zoo's CartPole): the order does not matter, skip the shuffle
+        perm = torch.randperm(B) if M < B else None
+        for start in range(0, B, M):
+            if perm is None:
+                mb, mb_adv = slice(None), b_adv_full
+            else:
+                mb = perm[start:start + M]
+                mb_adv = _normalize(b_adv[mb]) if cfg.norm_adv else b_adv[mb]
+            _, newlogprob, entropy, newvalue = policy.get_action_and_value(b_obs[mb], b_actions[mb])
+            pg_loss, pg_info = clipped_surrogate_loss(newlogprob, b_logprobs[mb], mb_adv, clip_coef)
+            v_loss, v_info = value_loss(newvalue, b_values[mb], b_returns[mb], clip_coef if cfg.clip_vloss else None)
+            ent = entropy_bonus(entropy)
+            loss = pg_loss + cfg.vf_coef * v_loss
+            if cfg.ent_coef:  # with ent_coef = 0 the entropy stays out of the backward pass
+                loss = loss - cfg.ent_coef * ent
+            for p in params:  # = optimizer.zero_grad(set_to_none=True), without its profiler hook
+                p.grad = None
+            loss.backward()
+            _clip_grad_norm(params, cfg.max_grad_norm)
+            optimizer.step()
+            stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), pg_info["approx_kl"],
+                                      pg_info["old_approx_kl"], pg_info["clipfrac"], v_info["vf_clipfrac"]]))
+        epochs_done += 1
+        if cfg.target_kl is not None and float(pg_info["approx_kl"]) > cfg.target_kl:
+            break
+    return stats, epochs_done
+
+
+def _record_iteration(history: dict, stats: list[torch.Tensor], *, global_step: int, lr: float, clip_coef: float,
+                      explained_var: float, epochs: int, sps: float) -> None:
+    """Append one iteration's diagnostics to ``history`` (one read of all minibatch statistics)."""
+    for k, v in zip(_UPDATE_STATS, torch.stack(stats).mean(0).tolist()):
+        history[k].append(v)
+    history["global_step"].append(global_step)
+    history["lr"].append(lr)
+    history["clip_coef"].append(clip_coef)
+    history["explained_variance"].append(explained_var)
+    history["epochs"].append(epochs)
+    history["sps"].append(sps)
+
+
+def _print_iteration(history: dict, iteration: int, num_iterations: int) -> None:
+    recent = history["episode_return"][-20:]
+    print(f"iter {iteration}/{num_iterations} step {history['global_step'][-1]} "
+          f"return {np.mean(recent) if recent else float('nan'):.1f} "
+          f"kl {history['approx_kl'][-1]:.4f} clipfrac {history['clipfrac'][-1]:.3f} "
+          f"ev {history['explained_variance'][-1]:.2f} sps {history['sps'][-1]:.0f}", flush=True)
 
 
 def episode_curve(episode_step: Any, episode_return: Any, grid: Any, window: int) -> np.ndarray:
@@ -759,7 +862,8 @@ def evaluate(policy: nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
              deterministic: bool = True, max_steps: int | None = None) -> np.ndarray:
     """Undiscounted returns of ``episodes`` episodes of ``policy`` on ``env_id``: shape ``(episodes,)``.
 
-    Episode ``k`` is reset with seed ``seed + k``. ``deterministic`` takes the most
+    The episodes are played by :func:`lmlib.rl.envs.evaluate` (episode ``k`` reset with seed
+    ``seed + k``) with :func:`as_policy_fn`'s actions: ``deterministic`` takes the most
     likely action (the Gaussian mean); the policy's ``obs_normalizer`` (from
     :func:`ppo`) is applied without updating it; continuous actions are clipped.
     Atari is scored on the real game (no life loss ends, no reward clipping), and
@@ -772,23 +876,11 @@ def evaluate(policy: nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     env = _make_eval_env(env_id, policy)
-    if max_steps is None and _is_atari(env_id):
+    if max_steps is None and is_atari(env_id):
         max_steps = 27_000
-    out = np.zeros(episodes)
-    try:
-        with torch.inference_mode(), _fast_torch(None):
-            for k in range(episodes):
-                o, _ = env.reset(seed=int(seed) + k)
-                done, total, t = False, 0.0, 0
-                while not done:
-                    a = act(policy, _obs_for_policy(policy, np.asarray(o)[None]), deterministic)
-                    o, r, terminated, truncated, _ = env.step(_env_action(a, env.action_space)[0])
-                    total, t = total + float(r), t + 1
-                    done = terminated or truncated or (max_steps is not None and t >= max_steps)
-                out[k] = total
-    finally:
-        env.close()
-    return out
+    with _fast_torch(None):
+        return play_episodes(as_policy_fn(policy, env.action_space, deterministic), lambda: env, episodes, seed,
+                             max_steps=max_steps)
 
 
 def fast_mujoco_rendering(env: gym.Env) -> None:
@@ -839,10 +931,10 @@ def record_video(policy: nn.Module, env_id: str, path: str | os.PathLike, seed: 
             o, _ = env.reset(seed=int(seed))
             writer.append_data(env.render())
             frames += 1
-            with torch.inference_mode(), _fast_torch(None):
+            policy_fn = as_policy_fn(policy, env.action_space, deterministic)
+            with _fast_torch(None):
                 for steps in range(1, max_steps + 1):
-                    a = act(policy, _obs_for_policy(policy, np.asarray(o)[None]), deterministic)
-                    o, r, terminated, truncated, _ = env.step(_env_action(a, env.action_space)[0])
+                    o, r, terminated, truncated, _ = env.step(policy_fn(o))
                     total += float(r)
                     if steps % render_every == 0 or terminated or truncated:
                         writer.append_data(env.render())
