@@ -330,6 +330,56 @@ def test_checkpoint_errors(tmp_path):
         GPT.from_checkpoint(path, config=tiny(n_embd=16))
 
 
+# ---------------------------------------------------------------------------- resize_vocab (special tokens)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_resize_vocab_keeps_old_tokens_and_adds_mean_rows(tmp_path, tie):
+    m = seeded_gpt(seed=3, tie_weights=tie).eval()
+    x = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))  # old tokens only
+    old_logits = m(x)[0]
+    old_wte, old_head = m.transformer.wte.weight.clone(), m.lm_head.weight.clone()
+    config_before = m.config
+    assert m.resize_vocab(14) is m
+    assert m.config.vocab_size == 14 and config_before.vocab_size == 11  # the old config object is untouched
+    assert m.transformer.wte.weight.shape == m.lm_head.weight.shape == (14, 8)
+    assert (m.lm_head.weight is m.transformer.wte.weight) == tie
+    assert torch.equal(m.transformer.wte.weight[:11], old_wte) and torch.equal(m.lm_head.weight[:11], old_head)
+    for table, old in ((m.transformer.wte.weight, old_wte), (m.lm_head.weight, old_head)):
+        assert torch.allclose(table[11:], old.mean(0).expand(3, 8))  # every new row is the mean row
+    logits = m(x)[0]  # (B, T, 14)
+    # the old tokens' logits are unchanged (up to float rounding: a wider matmul may sum in another order)
+    torch.testing.assert_close(logits[..., :11], old_logits)
+    # a new token's logit is the average of the old logits (a logit is linear in its row)
+    torch.testing.assert_close(logits[..., 11], old_logits.mean(-1))
+    # it trains, and saves / loads with the new vocabulary
+    m.train()
+    m(torch.tensor([[11, 12, 13, 1]]), torch.tensor([[12, 13, 1, 11]]))[1].backward()
+    assert m.lm_head.weight.grad.shape == (14, 8) and m.lm_head.weight.grad[11:].abs().sum() > 0
+    m.save(tmp_path / "big.safetensors")
+    m2 = GPT.from_checkpoint(tmp_path / "big.safetensors")
+    assert m2.config.vocab_size == 14 and (m2.lm_head.weight is m2.transformer.wte.weight) == tie
+    torch.testing.assert_close(m2(x)[0], m.eval()(x)[0], rtol=0, atol=0)
+
+
+def test_resize_vocab_normal_init_is_seeded_and_errors_name_the_problem():
+    a = seeded_gpt(seed=1).resize_vocab(13, init="normal", generator=torch.Generator().manual_seed(7))
+    b = seeded_gpt(seed=1).resize_vocab(13, init="normal", generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.lm_head.weight, b.lm_head.weight)
+    assert 0.005 < float(a.lm_head.weight[11:].detach().std()) < 0.05  # N(0, 0.02), like a fresh GPT
+    m = seeded_gpt()
+    before = m.lm_head.weight
+    assert m.resize_vocab(11) is m and m.lm_head.weight is before  # same size: nothing changes
+    with pytest.raises(ValueError, match="smaller than the vocabulary .vocab_size=11.*only adds tokens"):
+        m.resize_vocab(10)
+    with pytest.raises(ValueError, match="init must be 'mean' or 'normal'"):
+        m.resize_vocab(12, init="zeros")
+    with pytest.raises(TypeError, match="new_vocab_size must be an int"):
+        m.resize_vocab(12.0)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 11\], outside \[0, vocab_size=11\)"):
+        m(torch.tensor([[0, 11]]))  # the new id is not valid before resizing
+
+
 # ---------------------------------------------------------------------------- training
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 import torch
 from torch import Tensor, nn
@@ -235,6 +235,76 @@ class GPT(nn.Module):
         if non_embedding and self.config.pos_encoding == "learned":
             n -= self.transformer.wpe.weight.numel()
         return n
+
+    @torch.no_grad()
+    def resize_vocab(self, new_vocab_size: int, init: Literal["mean", "normal"] = "mean",
+                     generator: torch.Generator | None = None) -> "GPT":
+        """Grow the vocabulary to ``new_vocab_size`` tokens, e.g. to add the special tokens of a chat template.
+
+        The token table ``wte`` (V, C) becomes (V', C) and ``lm_head`` (C -> V) becomes (C -> V'); rows
+        ``0 .. V-1`` are kept exactly, so old tokens keep their ids, embeddings and logits, and the new ids
+        are ``V .. V'-1``. With tied weights the two stay one matrix. ``config.vocab_size`` becomes V' (the
+        config is replaced by a copy, so a config shared with another model is untouched) and the model
+        saves and loads with :meth:`save` / :meth:`from_checkpoint` as before.
+
+        How the new rows start (Hewitt 2021, "Initializing new word embeddings for pretrained language
+        models"; the usual practice):
+
+        * ``"mean"`` (default): every new row is the mean of the old rows. A logit is linear in its row,
+          ``h . mean(w_i) = mean(h . w_i)``, so a new token starts at the *average* logit of the old ones:
+          it takes a small share of the probability (by Jensen, at most 1/V of the old mass per new
+          token) and the model's next-token distribution barely moves. As an input it looks like an
+          "average character" rather than noise the trunk has never seen.
+        * ``"normal"``: N(0, 0.02), the init of a fresh GPT. In a trained model the real logits are far from
+          0 (rare characters sit far below), so a new token with logit ~0 can take a large share of the
+          probability at every position until fine-tuning pushes it down.
+
+        Args:
+            new_vocab_size: V' >= V (equal: nothing changes).
+            init: ``"mean"`` or ``"normal"``, see above.
+            generator: a ``torch.Generator`` on the weights' device for ``"normal"`` (reproducible rows).
+
+        Returns:
+            ``self`` (resized in place). Build the optimizer *after* resizing: it must see the new matrices.
+
+        Raises:
+            ValueError: ``new_vocab_size`` smaller than V (shrinking would drop trained rows) or not an int;
+                an unknown ``init``.
+
+        Taught in: Chapter 13, "Instruction tuning" (to come).
+        """
+        V, C = self.config.vocab_size, self.config.n_embd
+        if isinstance(new_vocab_size, bool) or not isinstance(new_vocab_size, int):
+            raise TypeError(f"new_vocab_size must be an int, got {type(new_vocab_size).__name__} {new_vocab_size!r}")
+        if new_vocab_size < V:
+            raise ValueError(f"new_vocab_size={new_vocab_size} is smaller than the vocabulary (vocab_size={V}): "
+                             "resize_vocab only adds tokens; shrinking would drop trained embedding rows")
+        if init not in ("mean", "normal"):
+            raise ValueError(f"init must be 'mean' or 'normal', got {init!r}")
+        n_new = new_vocab_size - V
+        if n_new == 0:
+            return self
+
+        def grown(old: Tensor) -> Tensor:  # (V, C) -> (V', C), old rows first
+            if init == "mean":
+                new = old.mean(dim=0, keepdim=True).expand(n_new, C)  # (n_new, C) every new row = the mean row
+            else:
+                new = torch.empty(n_new, C, dtype=old.dtype, device=old.device).normal_(0.0, 0.02, generator=generator)
+            return torch.cat([old, new.to(old.dtype)], dim=0)
+
+        wte, lm_head = self.transformer.wte, self.lm_head
+        new_wte = nn.Embedding(new_vocab_size, C, device=wte.weight.device, dtype=wte.weight.dtype)
+        new_head = nn.Linear(C, new_vocab_size, bias=False, device=lm_head.weight.device, dtype=lm_head.weight.dtype)
+        new_head.weight.copy_(grown(lm_head.weight))
+        if self.config.tie_weights:
+            new_wte.weight = new_head.weight  # still one matrix, two uses
+        else:
+            new_wte.weight.copy_(grown(wte.weight))
+        new_head.weight.requires_grad_(lm_head.weight.requires_grad)  # a frozen table stays frozen
+        new_wte.weight.requires_grad_(wte.weight.requires_grad)
+        self.transformer.wte, self.lm_head = new_wte, new_head
+        self.config = replace(self.config, vocab_size=new_vocab_size)
+        return self
 
     # ------------------------------------------------------------------ forward
 
