@@ -10,9 +10,9 @@ book:            ## build the whole book (every chapter executed in quick mode) 
 	tools/setup.sh
 	$(BIN)/python tools/build_book.py
 
-test:            ## run every test: lmlib units, chapters, book build, browser checks
+test:            ## run every test (network cut, tools/offline.sh): lmlib units, chapters, book build, browser checks
 	tools/setup.sh --browser
-	$(BIN)/python -m pytest
+	tools/offline.sh $(BIN)/python -m pytest
 
 setup:
 	tools/setup.sh

@@ -50,6 +50,7 @@ def _free_port() -> int:
 def main() -> int:
     from selenium import webdriver
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -86,7 +87,8 @@ def main() -> int:
                 time.sleep(0.5)
         driver = webdriver.Chrome(service=webdriver.ChromeService(
             os.environ.get("LMBOOK_CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
-        wait = WebDriverWait(driver, 240)
+        # JupyterLab re-renders outputs while we read them: a stale element just means 'look again'
+        wait = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
         driver.get(f"http://127.0.0.1:{port}/lab/tree/label.ipynb?token={token}")
 
         def run_cell() -> None:
@@ -102,9 +104,9 @@ def main() -> int:
 
         def cell_error() -> str:
             """The text of an error the cell printed (a traceback), or '' (so a broken cell fails at once)."""
-            return "\n".join(e.text for e in driver.find_elements(
-                By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-                if "Error" in e.text)
+            return driver.execute_script(
+                "return [...document.querySelectorAll(\".jp-OutputArea-output[data-mime-type='application/"
+                "vnd.jupyter.stderr']\")].map(e => e.textContent).filter(t => t.includes('Error')).join('\\n')")
 
         def until_widget(resumed_at: str | None = None) -> None:
             def ready(d) -> bool:
