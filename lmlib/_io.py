@@ -25,14 +25,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     The bytes go to a temporary file in the same folder, are flushed and
     fsynced, and then replace ``path`` with :func:`os.replace` (atomic on POSIX
     and Windows).
+
+    Permissions are those of an ordinary write: a new file gets ``0o666``
+    less the umask (``mkstemp`` alone would make it ``0o600``, readable by its
+    owner only), and a file that is replaced keeps its mode.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"atomic_write_bytes needs bytes, got {type(data).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only way to read the umask is to set it: put it straight back
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -273,11 +273,13 @@ def test_student_notebook_hides_solutions_and_keeps_checks(tmp_path, capsys):
     assert "Student version" in student.cells[0].source and "NotImplementedError" in student.cells[0].source
     assert all(c.outputs == [] and c.execution_count is None for c in student.cells if c.cell_type == "code")
 
-    # exercise statements and check cells are kept as they were
+    # exercise statements are kept, as plain markdown; check cells are kept and do not stop "Run All"
     assert [c.source for c in student.cells if "check" in c.metadata.get("tags", [])] == [
-        'check("demo.count_pairs", count_pairs)', 'check("demo.normalize", normalize)']
-    statements = [c.source for c in student.cells if "{exercise-start}" in c.source]
-    assert len(statements) == 2 and all("{exercise-end}" in s and "**Difficulty**" in s for s in statements)
+        'check("demo.count_pairs", count_pairs, stop=False)', 'check("demo.normalize", normalize, stop=False)']
+    statements = [c.source for c in student.cells if re.search(r"^#+ Exercise \d+: ", c.source, re.M)]
+    assert len(statements) == 2 and all("**Difficulty**" in s for s in statements)
+    assert "\n## Exercise 1: Count character pairs\n" in statements[0]  # one level below the page's title
+    assert "{exercise" not in text and "lmbook" not in text  # no MyST, not even in cell metadata
 
     # run the stubs: each raises NotImplementedError naming its exercise, and check() says "not implemented"
     namespace = {}

@@ -105,3 +105,18 @@ def test_append_durably_errors_are_clear(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(IsADirectoryError, match="not a file"):
         _io.append_durably(tmp_path / "d", b"x")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        new = _io.atomic_write_text(tmp_path / "grades.csv", "a\n")
+        assert new.stat().st_mode & 0o777 == 0o644, "a new file: 0666 less the umask, like open() (mkstemp gives 0600)"
+        os.umask(0o077)
+        assert _io.atomic_write_text(tmp_path / "private.csv", "b\n").stat().st_mode & 0o777 == 0o600
+        os.chmod(new, 0o640)
+        _io.atomic_write_text(new, "c\n")
+        assert new.stat().st_mode & 0o777 == 0o640, "a replaced file keeps its mode"
+    finally:
+        os.umask(old)

@@ -10,6 +10,12 @@ opens. The .ipynb is generated, never edited by hand:
 Generation is deterministic: no outputs, no execution counts, stable cell ids,
 and the first code cell (tagged ``colab-setup``) gets the install line built
 from the repository URL in _config.yml, the one place that holds it.
+
+The notebook reads as an ordinary notebook in Jupyter and Colab: its markdown
+cells are plain Markdown (exercises as headings, solutions marked, {doc} roles
+as links; lmlib.exercises.plain_markdown). Each rewritten cell keeps its MyST
+in its metadata, which tools/sphinx_myst_cells.py puts back when the book is
+built, so the book still shows exercise boxes and folded solutions.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from pathlib import Path
 import jupytext
 import nbformat
 import yaml
+
+from lmlib.exercises.plain_markdown import MystConversionError, myst_leftovers, plain_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
@@ -73,6 +81,14 @@ def render(md_path: Path) -> str:
             cell["outputs"] = []
             cell["execution_count"] = None
         cell.metadata.pop("lines_to_next_cell", None)
+    try:
+        plain_notebook(nb, folder=md_path.parent)
+    except MystConversionError as exc:
+        raise SystemExit(f"{_rel(md_path)}: {exc}") from None
+    for i, cell in enumerate(nb.cells):
+        left = myst_leftovers(cell.source) if cell.cell_type == "markdown" else []
+        if left:
+            raise SystemExit(f"{_rel(md_path)}, markdown cell {i}: MyST syntax {left} would show raw in Jupyter and Colab")
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},

@@ -30,8 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="grades.csv", metavar="CSV",
                    help="the wide table (default grades.csv); the long one goes next to it as *_detail.csv")
     g.add_argument("--timeout", type=int, default=300, metavar="S", help="seconds allowed per cell (default 300)")
-    g.add_argument("--source", default="chapters", metavar="DIR",
-                   help="the instructor's notebooks, whose check cells are used (default chapters; skipped if absent)")
+    g.add_argument("--chapters", "--source", dest="chapters", default=None, metavar="DIR",
+                   help="the book's chapter notebooks, whose check cells grade the submissions (default: the "
+                        "chapters/ folder of the repository holding the installed lmlib, else ./chapters)")
     g.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks run at the same time (default 1)")
     g.add_argument("--executed", default=None, metavar="DIR", help="also save every executed submission here")
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         from .grade import grade_folder
 
         try:
-            grade_folder(args.submissions, args.out, timeout=args.timeout, source=args.source, jobs=args.jobs,
+            grade_folder(args.submissions, args.out, timeout=args.timeout, chapters=args.chapters, jobs=args.jobs,
                          executed_dir=args.executed)
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)

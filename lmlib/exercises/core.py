@@ -223,12 +223,17 @@ def _report(result: CheckResult) -> None:
         os.fsync(f.fileno())
 
 
-def check(id: str, fn: Callable[..., Any], seed: int = 0, quiet: bool = False) -> CheckResult:
+def check(id: str, fn: Callable[..., Any], seed: int = 0, quiet: bool = False, stop: bool = True) -> CheckResult:
     """Grade ``fn`` against exercise ``id``'s reference on random and edge-case inputs.
 
     Prints a one-line success, or raises :class:`ExerciseFailed` with a message
     that names the failing input and what was wrong. All cases are run, so the
     score (fraction of cases passed) is partial credit for the grader.
+
+    ``stop=False`` (the student notebooks' check cells) prints the failure to
+    stderr and returns the result instead of raising, so that "Run All" goes
+    on with the rest of the notebook; the result is recorded for the grader
+    either way.
     """
     __tracebackhide__ = True  # IPython: show the learner the message, not check's internals
     ex = get(id)
@@ -259,7 +264,11 @@ def check(id: str, fn: Callable[..., Any], seed: int = 0, quiet: bool = False) -
     result = CheckResult(id=id, passed=passed, total=len(cases), message=first_problem)
     _report(result)
     if not result.ok:
-        raise ExerciseFailed(f"{id}: {passed}/{len(cases)} checks passed. First problem: {first_problem}")
+        message = f"{id}: {passed}/{len(cases)} checks passed. First problem: {first_problem}"
+        if stop:
+            raise ExerciseFailed(message)
+        print(f"\u2718 {message}", file=sys.stderr)
+        return result
     if not quiet:
         print(f"\u2714 {id}: all {len(cases)} checks passed.")
     return result

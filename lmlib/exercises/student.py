@@ -9,16 +9,20 @@ writes, for each chapter notebook, a copy in which
   body becomes ``raise NotImplementedError("Exercise <label>: write your code here")``;
   classes keep their header, docstring and annotated fields, and their methods
   become stubs the same way;
-* the ``solution-start`` / ``solution-end`` directive fences, and any text
-  between them (the explanation in the dropdown), are removed from markdown;
-  the rest of each markdown cell is kept;
+* the markdown is plain, as in the chapter notebooks (MyST still in a cell is
+  made plain by :mod:`lmlib.exercises.plain_markdown`), and the text of each
+  solution (between ``<!-- solution-start -->`` and ``<!-- solution-end -->``)
+  is replaced by one line saying where the answer goes; the MyST kept in cell
+  metadata is dropped;
 * outputs and execution counts are stripped, and a banner cell says what the
   file is and how to use it.
 
-Check cells (tagged ``check``) are kept, so a learner can grade each answer
-as they go. The stubs are built from the syntax tree (:mod:`ast`), never by
-guessing at text, and a solution that cannot be parsed stops the run with an
-error instead of leaking into the student copy.
+Check cells (tagged ``check``) are kept, with ``stop=False`` added to each
+``check(...)`` call: a failed check prints what to fix without raising, so
+"Run All" goes on to the end of the notebook. The stubs are built from the
+syntax tree (:mod:`ast`), never by guessing at text, and a solution that
+cannot be parsed stops the run with an error instead of leaking into the
+student copy.
 
 Taught in: the instructor guide (book/instructors.md).
 """
@@ -34,8 +38,9 @@ from pathlib import Path
 import nbformat
 
 from .._io import atomic_write_text
+from .plain_markdown import MYST_KEY, MystConversionError, plain_notebook
 
-__all__ = ["StudentVersionError", "stub_source", "strip_solutions_from_markdown", "student_notebook",
+__all__ = ["StudentVersionError", "stub_source", "strip_solutions_from_markdown", "keep_going", "student_notebook",
            "find_notebooks", "write_student_notebooks"]
 
 SOLUTION_TAG = "solution"
@@ -43,9 +48,12 @@ CHECK_TAG = "check"
 ANSWER_TAG = "answer"  # what a stubbed cell is tagged in the student version
 CHAPTER_NOTEBOOK = re.compile(r"^\d\d_.*\.ipynb$")
 
-# An opening fence of a MyST directive, backticks or colons: ````{solution-start} ex-foo
-_FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|:{3,})\{(?P<name>[a-z-]+)\}\s*(?P<arg>.*?)\s*$")
-_LABEL = re.compile(r"^\s*:label:\s*(?P<label>\S+)\s*$")
+# The marks plain_notebook leaves around a solution's text, and the anchor before an exercise's heading.
+_SOLUTION_START = re.compile(r"^\s*<!-- solution-start (?P<label>\S*)\s*-->\s*$")
+_SOLUTION_END = re.compile(r"^\s*<!-- solution-end -->\s*$")
+_ANCHOR = re.compile(r'^\s*<a id="(?P<label>[^"]+)"></a>\s*$')
+YOUR_ANSWER = ("**Your answer** goes in the next cell: replace `raise NotImplementedError(...)` with your code, "
+               "then run the check below it.")
 
 
 class StudentVersionError(ValueError):
@@ -242,12 +250,12 @@ def stub_source(source: str, label: str | None = None) -> str:
 
 
 def strip_solutions_from_markdown(text: str, inside: bool = False) -> tuple[str, bool, str | None, str | None]:
-    """Remove solution directive fences, and everything between them, from one markdown cell.
+    """Remove the solution text, marked ``<!-- solution-start LABEL -->`` ... ``<!-- solution-end -->``, from a cell.
 
-    ``inside`` says whether the cell starts inside a ``solution-start`` ...
-    ``solution-end`` block (opened in an earlier cell). Also removes whole
-    non-gated ``{solution}`` directives. Returns ``(text, inside_after,
-    solution_label, exercise_label)`` where the labels are the last ones seen
+    The cell is plain Markdown as :func:`lmlib.exercises.plain_markdown.plain_notebook` makes it.
+    ``inside`` says whether the cell starts inside a solution (opened in an earlier cell). Where a
+    solution starts, one line says that the answer goes in the next cell. Returns ``(text,
+    inside_after, solution_label, exercise_label)`` where the labels are the last ones seen
     (``None`` if none), for naming the stubs.
 
     Taught in: the instructor guide (book/instructors.md).
@@ -255,35 +263,53 @@ def strip_solutions_from_markdown(text: str, inside: bool = False) -> tuple[str,
     lines = text.splitlines()
     out: list[str] = []
     sol_label = ex_label = None
-    i = 0
-    while i < len(lines):
-        m = _FENCE.match(lines[i])
-        if m and m.group("name") in ("solution-start", "solution-end", "solution"):
-            name, fence = m.group("name"), m.group("fence")
-            j = i + 1  # skip options and content up to the closing fence
-            while j < len(lines) and not (lines[j].strip().startswith(fence[0] * len(fence))
-                                          and set(lines[j].strip()) == {fence[0]}):
-                j += 1
-            if name == "solution-start":
-                inside, sol_label = True, (m.group("arg") or sol_label)
-            elif name == "solution-end":
-                inside = False
-            i = j + 1
+    for i, line in enumerate(lines):
+        if (m := _SOLUTION_START.match(line)) is not None:
+            inside, sol_label = True, (m.group("label") or sol_label)
+            out += ["", YOUR_ANSWER, ""]
             continue
-        if m and m.group("name") == "exercise-start":
-            for k in range(i + 1, len(lines)):
-                lm = _LABEL.match(lines[k])
-                if lm:
-                    ex_label = lm.group("label")
-                    break
-                if not lines[k].strip().startswith(":"):
-                    break
+        if _SOLUTION_END.match(line):
+            inside = False
+            continue
+        if (a := _ANCHOR.match(line)) is not None:
+            following = next((l for l in lines[i + 1 :] if l.strip()), "")
+            if re.match(r"^#{1,6} Exercise\b", following):
+                ex_label = a.group("label")
         if not inside:
-            out.append(lines[i])
-        i += 1
+            out.append(line)
     cleaned = "\n".join(out)
     cleaned = re.sub(r"\n{3,}", "\n\n", cleaned).strip("\n")
     return cleaned, inside, sol_label, ex_label
+
+
+def keep_going(source: str) -> str:
+    """A check cell's code with ``stop=False`` added to each ``check(...)`` call that does not set ``stop``.
+
+    In a student notebook a failed check then prints what to fix instead of raising, so that
+    "Run All" runs the rest of the notebook. The grader runs the book's own check cells, which
+    raise; either way the check's result is recorded for grading.
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    try:
+        tree = ast.parse(_mask_magics(source))
+    except SyntaxError:
+        return source
+    ends = []  # where each call's last argument ends: ", stop=False" goes right after it
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and (getattr(node.func, "id", None) == "check"
+                                           or getattr(node.func, "attr", None) == "check") \
+                and not any(k.arg == "stop" for k in node.keywords) and (node.args or node.keywords):
+            last = max([*node.args, *node.keywords], key=lambda n: (n.end_lineno, n.end_col_offset))
+            ends.append((last.end_lineno, last.end_col_offset))
+    data = source.encode("utf-8")  # ast's columns count UTF-8 bytes
+    starts = [0]
+    for line in data.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    for lineno, col in sorted(ends, reverse=True):  # from the end, so earlier positions stay valid
+        at = starts[lineno - 1] + col
+        data = data[:at] + b", stop=False" + data[at:]
+    return data.decode("utf-8")
 
 
 # ---------------------------------------------------------------------------- notebooks
@@ -293,23 +319,32 @@ def _banner(source_name: str) -> str:
     return (
         f"> **Student version** of `{source_name}`, generated by `make student`; the solutions are removed.\n"
         "> **Your answers:** fill in the functions marked `NotImplementedError`, then run the check cell "
-        "after each one: it tests your code on random and edge cases and tells you what to fix."
+        "after each one: it tests your code on random and edge cases and tells you what to fix. "
+        "A failed check does not stop *Run All*: the rest of the notebook still runs."
     )
 
 
-def student_notebook(nb: nbformat.NotebookNode, source_name: str) -> nbformat.NotebookNode:
+def student_notebook(nb: nbformat.NotebookNode, source_name: str,
+                     folder: str | Path | None = None) -> nbformat.NotebookNode:
     """Return the student version of notebook ``nb`` (the input is not modified).
 
     ``source_name`` (e.g. ``chapters/01_language_models.ipynb``) is named in
-    the banner cell. Raises :class:`StudentVersionError` naming the cell when
-    a solution cannot be stubbed.
+    the banner cell. Markdown still written in MyST is made plain first
+    (:func:`~lmlib.exercises.plain_markdown.plain_notebook`; ``folder``, the
+    notebook's folder, titles its links). Raises :class:`StudentVersionError`
+    naming the cell when a solution cannot be stubbed.
 
     Taught in: the instructor guide (book/instructors.md).
     """
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy, plain JSON
+    try:
+        plain_notebook(nb, folder)
+    except MystConversionError as exc:
+        raise StudentVersionError(f"{source_name}: {exc}") from None
     cells = []
     inside, sol_label, ex_label = False, None, None
     for index, cell in enumerate(nb.cells):
+        cell.get("metadata", {}).pop(MYST_KEY, None)  # the MyST source: it holds the solution's text too
         tags = list(cell.get("metadata", {}).get("tags", []))
         if cell.cell_type == "markdown":
             text, inside_after, s_label, e_label = strip_solutions_from_markdown(cell.source, inside)
@@ -336,6 +371,8 @@ def student_notebook(nb: nbformat.NotebookNode, source_name: str) -> nbformat.No
             except StudentVersionError as exc:
                 raise StudentVersionError(f"{source_name}, cell {index} (solution): {exc}") from None
             cell.metadata["tags"] = [t for t in tags if t != SOLUTION_TAG] + [ANSWER_TAG]
+        elif CHECK_TAG in tags:
+            cell.source = keep_going(cell.source)
         cells.append(cell)
     if inside:
         raise StudentVersionError(f"{source_name}: a solution-start has no matching solution-end")
@@ -385,7 +422,7 @@ def write_student_notebooks(sources: list[str | Path], out_dir: str | Path) -> l
             nb = nbformat.read(src, as_version=4)
         except Exception as exc:
             raise StudentVersionError(f"cannot read {src}: {exc}") from None
-        student = student_notebook(nb, src.as_posix())
+        student = student_notebook(nb, src.as_posix(), folder=src.parent)
         atomic_write_text(dest, nbformat.writes(student, version=4) + "\n")
         written.append(dest)
     return written
