@@ -40,7 +40,8 @@ class Example:
     """One prompt of the instruction data set with its demonstration and the judge's facts.
 
     Attributes:
-        id: stable identifier (the split is by id, so a prompt never appears in two splits).
+        id: stable identifier. The splits are made by fact group (every prompt built from one line, one
+            speaker or one request pair goes to one split), so no prompt or fact appears in two splits.
         category: one of :data:`CATEGORIES`.
         turns: the conversation so far, alternating user/assistant, starting and ending with a user turn.
         answer: the demonstration, what a good assistant says next.
