@@ -24,5 +24,5 @@ def test_config_serves_mathjax_and_widgets_from_the_build():
     assert "sphinx-mathjax-offline" in cfg["extra_extensions"]
     assert not cfg["config"]["mathjax_path"].startswith(("http:", "https:", "//"))
     scripts = cfg["config"]["nb_ipywidgets_js"]
-    assert list(scripts) == ["widgets/require.js", "widgets/embed-amd.js"], scripts
+    assert list(scripts) == ["widgets/setup.js", "widgets/require.js", "widgets/embed-amd.js"], scripts
     assert all((ROOT / "_static" / s).is_file() for s in scripts)

@@ -8,9 +8,10 @@ copy throws "SyntaxError: Identifier 'THEBE_JS_URL' has already been declared" i
 browser console. This extension drops repeated scripts from each page's `script_files`, keeping
 the first. tests/test_browser.py fails on any such error.
 
-It also puts RequireJS before the Jupyter widget manager (`embed-amd.js`, an AMD module that needs
-`define`): myst-nb adds the two in the order of `nb_ipywidgets_js`, but Sphinx's registry can hand
-them to a page the other way round, and then no widget renders.
+The Jupyter widget manager's scripts (`nb_ipywidgets_js` in _config.yml: setup.js, RequireJS,
+embed-amd.js) reach a page twice too, once from the page (with attributes) and once from the registry
+(without, and sorted elsewhere): they are kept once each, by file name, in that order, at the place of
+the first of them. embed-amd.js is an AMD module that needs RequireJS's `define` when it runs.
 """
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ def _key(js: Any) -> tuple:
     return (str(filename), tuple(sorted((k, str(v)) for k, v in attrs.items() if k != "priority")))
 
 
+#: The widget manager's scripts, in the order they must run.
+WIDGET_SCRIPTS = ("widgets/setup.js", "widgets/require.js", "widgets/embed-amd.js")
+
+
+def _widget_rank(js: Any) -> int | None:
+    name = str(getattr(js, "filename", js) or "").split("?")[0]
+    return next((i for i, w in enumerate(WIDGET_SCRIPTS) if name.endswith(w)), None)
+
+
 def dedupe_scripts(app, pagename: str, templatename: str, context: dict, doctree) -> None:
     scripts = context.get("script_files")
     if not scripts:
@@ -30,15 +40,17 @@ def dedupe_scripts(app, pagename: str, templatename: str, context: dict, doctree
     seen: set[tuple] = set()
     unique = []
     for js in scripts:
-        key = _key(js)
+        rank = _widget_rank(js)
+        key = ("widget", rank) if rank is not None else _key(js)
         if key not in seen:
             seen.add(key)
             unique.append(js)
-    names = [str(getattr(js, "filename", js) or "") for js in unique]
-    req = next((i for i, n in enumerate(names) if n.split("?")[0].endswith("require.js")), None)
-    amd = next((i for i, n in enumerate(names) if n.split("?")[0].endswith("embed-amd.js")), None)
-    if req is not None and amd is not None and req > amd:
-        unique.insert(amd, unique.pop(req))
+    ranks = [_widget_rank(js) for js in unique]
+    where = [i for i, r in enumerate(ranks) if r is not None]
+    if where:
+        widgets = sorted((js for js, r in zip(unique, ranks) if r is not None), key=_widget_rank)
+        rest = [js for js, r in zip(unique, ranks) if r is None]
+        unique = rest[: where[0]] + widgets + rest[where[0]:]
     scripts[:] = unique  # in place: the builder restores its own list after each page
 
 

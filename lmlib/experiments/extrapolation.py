@@ -113,9 +113,10 @@ def evaluate_lengths(
         batch_size: windows per forward pass.
 
     Returns:
-        ``{"loss": [per L: mean loss of the last score_last predictions, or None],
-        "loss_all": [per L: mean over all L predictions, or None],
-        "position_loss": [mean loss at each position 0..Lmax-1 of the longest runnable length]}``.
+        dict: ``"loss"``, per L the mean loss of the last ``score_last`` predictions (``None`` where
+        the model cannot read L tokens); ``"loss_all"``, per L the mean over all L predictions (or
+        ``None``); ``"position_loss"``, the mean loss at each position 0..Lmax-1 of the longest
+        runnable length.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """

@@ -85,10 +85,11 @@ def run_family_tree(
     character.
 
     Returns:
-        ``{"tokenizer", "models": {"encoder", "decoder", "encdec", "decoder_seq2seq"} (those run),
-        "metrics": {"blank_acc_encoder", "blank_acc_decoder", "blank_acc_chance", "mlm_loss", "gpt_loss",
-        "mlm_targets", "gpt_targets", "reversal_acc_encdec", "reversal_acc_decoder", ...},
-        "params", "seconds", "settings", "test_words", "n_train_words"}``.
+        dict: ``"tokenizer"``; ``"models"`` with the models that ran among ``"encoder"``, ``"decoder"``,
+        ``"encdec"``, ``"decoder_seq2seq"``; ``"metrics"`` (``"blank_acc_encoder"``,
+        ``"blank_acc_decoder"``, ``"blank_acc_chance"``, ``"mlm_loss"``, ``"gpt_loss"``,
+        ``"mlm_targets"``, ``"gpt_targets"``, ``"reversal_acc_encdec"``, ``"reversal_acc_decoder"``...);
+        ``"params"``, ``"seconds"``, ``"settings"``, ``"test_words"``, ``"n_train_words"``.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """

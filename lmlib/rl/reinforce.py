@@ -5,12 +5,14 @@ One update:
 1. run ``num_envs`` environments until each has finished **one complete
    episode** (steps after an environment's episode ends are masked out);
 2. weight each step's ``log pi(a_t | s_t)`` by
+
    * the episode's discounted return ``G_0`` (vanilla REINFORCE), or
    * the reward-to-go ``G_t = r_t + gamma r_{t+1} + ...`` (``reward_to_go=True``),
    * minus a baseline: the batch mean (``baseline="mean"``) or a learned value
      ``V(s_t)`` (``baseline="value"``, the critic of :class:`~lmlib.rl.policies.CategoricalPolicy`
      fitted to ``G_t`` by least squares),
    * optionally standardised over the batch (``normalize_advantages=True``);
+
 3. one Adam step on :func:`~lmlib.rl.losses.reinforce_loss` (+ the value loss).
 
 :func:`train_reinforce` returns the policy and a history (mean episode return

@@ -14,7 +14,7 @@ and for any K the chance that a ranks above b is that same number (Luce's choice
 Plackett-Luce model the order of two items does not depend on the others). So the probability that
 the rater agrees with the gold judge on a pair with ``d = s_a - s_b ≠ 0`` is
 
-    P[agree] = (1 - ε) · σ(β |d|) + ε / 2,
+    P[agree] = (1 - ε) · σ(β · abs(d)) + ε / 2,
 
 and its mean over pairs is the **agreement ceiling** (:func:`agreement_ceiling`): the accuracy on the
 rater's labels of a reward model that knows the gold scores exactly. No reward model can expect more,

@@ -204,8 +204,9 @@ def sampler_widget(
 
     Args:
         model, tokenizer: as in :func:`generate_text` (e.g. ``load_book_gpt()``).
-        prompt, method, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-            num_beams, seed: the controls' starting values.
+        prompt: the prompt box's starting text; likewise ``method``, ``max_new_tokens``, ``temperature``,
+            ``top_k``, ``top_p``, ``repetition_penalty``, ``num_beams`` and ``seed`` give the starting
+            values of their controls.
         generate_now: generate once right away (otherwise wait for the button).
 
     Returns:
