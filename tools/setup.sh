@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install everything the book and the tests need (idempotent).
 #   tools/setup.sh            python packages only
-#   tools/setup.sh --browser  also Debian's chromium + chromium-driver (for the browser tests)
+#   tools/setup.sh --browser  also Debian's chromium + chromium-driver (for the browser tests) and, as --colab does,
+#                             .venv-colab, the Colab-like environment of tests/test_colab_path.py (tools/colab_env.py)
 # Safe to re-run: it does nothing when requirements.txt, constraints.txt and pyproject.toml are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,11 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
     echo "$want" > "$STAMP"
+fi
+
+if [ "${1:-}" = "--browser" ] || [ "${1:-}" = "--colab" ]; then
+    # The Colab-like environment of tests/test_colab_path.py (ipywidgets 7.7.1; rebuilt only when out of date).
+    "$VENV/bin/python" tools/colab_env.py
 fi
 
 if [ "${1:-}" = "--browser" ]; then
