@@ -44,12 +44,14 @@ from ..text.tokenizer import CharTokenizer
 
 __all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
            "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add", "preference_results",
-           "preference_video", "read_results", "write_results"]
+           "preference_video", "read_results", "write_results", "SFT_GPT", "load_sft_gpt"]
 
 ASSETS = Path(__file__).resolve().parent
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
 BOOK_GPT = ASSETS / "book_gpt.safetensors"
 """Where the book GPT's checkpoint lives."""
+SFT_GPT = ASSETS / "sft_gpt.safetensors"
+"""Where the instruction-tuned GPT of ``recipes/sft.py`` lives."""
 MANIFEST = ASSETS / "MANIFEST.json"
 
 
@@ -171,12 +173,31 @@ def load_book_gpt(path: str | os.PathLike | None = None, *, map_location: str = 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
     p, expected = _resolve(path)
+    return _load_gpt(p, expected, map_location)
+
+
+def _load_gpt(p: Path, expected: str | None, map_location: str) -> tuple[GPT, CharTokenizer]:
     model = GPT.from_checkpoint(p, map_location=map_location, expected_sha256=expected)
     meta = load_checkpoint(p, expected_sha256=expected).meta
     tok = book_gpt_tokenizer(meta)
     if tok.vocab_size != model.config.vocab_size:
         raise CheckpointError(f"{p}: tokenizer has {tok.vocab_size} tokens but the model {model.config.vocab_size}")
     return model, tok
+
+
+def load_sft_gpt(*, map_location: str = "cpu") -> tuple[GPT, CharTokenizer]:
+    """The book's GPT instruction-tuned by ``recipes/sft.py`` (the assistant of Part III), checksums verified.
+
+    Returns ``(model, tokenizer)``: the GPT in eval mode with the chat tokens ``<|user|>``,
+    ``<|assistant|>``, ``<|end|>`` in its vocabulary, and the chat tokenizer (see :mod:`lmlib.rlhf.template`).
+    Its training and evaluation (gold-judge scores per category, decline rates, alignment tax) are in
+    ``read_results(ASSETS / "sft_results.json", "python recipes/sft.py")``.
+
+    Taught in: Chapter 13, "Instruction tuning" (to come).
+    """
+    if not SFT_GPT.exists():
+        raise FileNotFoundError(f"the instruction-tuned GPT {SFT_GPT} is missing; make it with `python recipes/sft.py`")
+    return _load_gpt(SFT_GPT, manifest_sha256(SFT_GPT.name), map_location)
 
 
 def book_gpt_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
