@@ -9,7 +9,8 @@ The small world in which "helpful, honest, harmless" can be measured, and the as
 * :mod:`.judge` - the gold judge: per-facet scores of any answer (never shown to the policy);
 * :mod:`.rater` - the synthetic rater: Plackett-Luce rankings of K answers from gold scores, with known noise;
 * :mod:`.template` - the chat template with special tokens, and the book GPT resized to them;
-* :mod:`.sft` - masked SFT batches for the book's training loop, and batched answers.
+* :mod:`.sft` - masked SFT batches for the book's training loop, and batched answers;
+* :mod:`.reward` - reward models on the tuned GPT's trunk, scoring prompt + answer at its last token.
 
 This layer reuses the ones below it instead of re-implementing them: the token-level interfaces of
 :mod:`lmlib.lm` (:func:`lmlib.lm.losses.token_logprobs`, :func:`lmlib.lm.decoding.generate_batch`,
