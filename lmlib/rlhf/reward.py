@@ -81,9 +81,10 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tenso
 class FrozenPrefixTrunk(nn.Module):
     """A GPT whose last ``trainable_layers`` blocks and final LayerNorm learn; everything below is frozen.
 
-    ``hidden_states(ids (B, L)) -> (B, L, C)`` as :meth:`GPT.hidden_states` with right padding (a causal
-    model's real tokens never see the padding after them), the frozen embeddings and blocks run under
-    ``torch.no_grad()`` so they cost a forward pass only. ``trainable_layers = n_layer`` trains the whole GPT.
+    ``hidden_states(ids (B, L)) -> (B, L, C)`` is :meth:`GPT.hidden_states` (right padding needs no mask: a
+    causal model's real tokens never see the padding after them). Freezing is ``requires_grad=False`` only:
+    autograd records nothing until the first trainable block, so the frozen part costs a forward pass and
+    stores no activations. ``trainable_layers = n_layer`` trains the whole GPT.
 
     Taught in: Chapter 14, "Reward models from rankings" (to come).
     """
@@ -93,34 +94,17 @@ class FrozenPrefixTrunk(nn.Module):
         n = gpt.config.n_layer
         if not isinstance(trainable_layers, int) or not 0 <= trainable_layers <= n:
             raise ValueError(f"trainable_layers must be an int in [0, {n}], got {trainable_layers!r}")
-        if gpt.config.pos_encoding not in ("learned", "sinusoidal"):
-            raise ValueError(f"FrozenPrefixTrunk supports additive position encodings, got {gpt.config.pos_encoding!r}")
         self.gpt, self.trainable_layers = gpt, trainable_layers
         self.n_frozen = n - trainable_layers
+        train_all = trainable_layers == n  # everything learns, embeddings (tied to lm_head) included
         for p in gpt.parameters():
-            p.requires_grad_(False)
-        for block in gpt.transformer.h[self.n_frozen:]:
-            for p in block.parameters():
-                p.requires_grad_(True)
-        for p in gpt.transformer.ln_f.parameters():
-            p.requires_grad_(True)
-        if trainable_layers == n:  # everything learns, embeddings (tied to lm_head) included
-            for p in gpt.parameters():
+            p.requires_grad_(train_all)
+        for module in [*gpt.transformer.h[self.n_frozen:], gpt.transformer.ln_f]:
+            for p in module.parameters():
                 p.requires_grad_(True)
 
     def hidden_states(self, ids: Tensor) -> Tensor:
-        gpt = self.gpt
-        T = ids.shape[1]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.n_frozen == 0):
-            x = gpt.transformer.wte(ids)  # (B, T, C)
-            if gpt.config.pos_encoding == "sinusoidal":
-                x = x * gpt.config.n_embd ** 0.5
-            x = gpt.transformer.drop(x + gpt.transformer.wpe(T, device=ids.device).to(x.dtype))
-            for block in gpt.transformer.h[:self.n_frozen]:
-                x, _ = block(x, False)
-        for block in gpt.transformer.h[self.n_frozen:]:
-            x, _ = block(x, False)
-        return gpt.transformer.ln_f(x)  # (B, T, C)
+        return self.gpt.hidden_states(ids)  # (B, L, C)
 
 
 def gpt_reward_model(gpt: GPT, trainable_layers: int = 1, copy_model: bool = True) -> SequenceRewardModel:
