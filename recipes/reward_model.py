@@ -1,13 +1,14 @@
 """Reward models from rankings (Chapter 14): pairs vs rankings of K = 4 at equal labelling effort, on a laptop CPU.
 
-    .venv/bin/python recipes/reward_model.py                  # the full settings (see RewardRecipe)
-    .venv/bin/python recipes/reward_model.py --train-prompts 250 --heldout-prompts 84 --epochs 2
-        # the shipped results, 12.4 min on a 2-core CPU: 8 min to sample and judge 1,336 candidates, 4 min of training
+    .venv/bin/python recipes/reward_model.py                  # the shipped results (see RewardRecipe)
+        # 24 min of training on a 2-core CPU (30 reward models: 2 conditions x 5 budgets x 3 seeds, and 2 from
+        # scratch), after sampling and judging 2,160 candidates (33 min before generation had a KV cache, on a
+        # CPU shared with other jobs; a few minutes with it). The shipped run used --work runs/reward2.
     .venv/bin/python recipes/reward_model.py --quick --work /tmp/w --out /tmp/a   # a smoke test (seconds)
 
 1. **Candidates.** For ``train_prompts`` train prompts and ``heldout_prompts`` val prompts of
    :func:`lmlib.rlhf.instructions.build_instructions` the SFT model (:func:`lmlib.assets.load_sft_gpt`) samples
-   K answers each (temperature ``temperature``); the gold judge scores them. Cached in ``--work``.
+   K answers each (answer k at ``temperatures[k]``); the gold judge scores them. Cached in ``--work``.
 2. **Labels.** The synthetic rater (:class:`lmlib.rlhf.rater.RankingRater`, ``beta``, ``epsilon``) labels them.
    Effort is counted in *comparisons*: a pair is 1, a ranking of K answers is C(K, 2) (it implies that many
    pairs; InstructGPT, Ouyang et al. 2022 sec. 3.5, counts the same way). For each budget the ``pairs``
@@ -26,9 +27,10 @@
 Every finished model's numbers are saved in ``--work`` as it finishes, so an interrupted run resumes where it
 stopped (``--fresh`` starts over). The results, with settings, times, machine and command, go to
 ``reward_results.json`` in ``--out`` (lmlib/assets, recorded in its MANIFEST.json unless ``--no-ship``).
-No reward-model checkpoint is shipped.
+The model of condition ``ship`` at the largest budget (first seed) ships as ``reward_gpt.safetensors``
+(:func:`lmlib.assets.load_reward_gpt`), with its held-out scores and the held-out candidates in the results.
 
-Taught in: Chapter 14, "Reward models from rankings" (to come).
+Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
 """
 from __future__ import annotations
 
@@ -48,18 +50,19 @@ import numpy as np
 import torch
 
 from lmlib.assets import ASSETS, load_sft_gpt, manifest_add, manifest_sha256, write_results
+from lmlib.checkpoint import load_checkpoint
 from lmlib.lm.gpt import GPT
-from lmlib.preferences import ranking_loss
 from lmlib.rlhf.chat import CATEGORIES
 from lmlib.rlhf.instructions import build_instructions
 from lmlib.rlhf.judge import judge_batch
 from lmlib.rlhf.rater import RankingRater
-from lmlib.rlhf.reward import encode_answers, gpt_reward_model, right_pad, score_answers
+from lmlib.rlhf.reward import (agreement_report, encode_answers, fit_reward_model, gold_pairs, gpt_reward_model,
+                               label_stream, load_reward_model, save_reward_model, score_answers)
 from lmlib.rlhf.sft import answer
-from lmlib.rlhf.template import END
+from lmlib.rlhf.template import END, tokenizer_meta
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_FILE = "reward_results.json"
+MODEL_FILE, RESULTS_FILE = "reward_gpt.safetensors", "reward_results.json"
 DATA_SEED = 0  # the book's instruction data set: build_instructions(seed=0)
 
 
@@ -73,8 +76,10 @@ class RewardRecipe:
     """Val prompts that get K candidate answers: the held-out set of the metric (20 per category)."""
     K: int = 4
     """Candidate answers per prompt, and the size of a ranking."""
-    temperature: float = 1.0
-    """Sampling temperature of the candidates (the SFT model's own distribution)."""
+    temperatures: tuple[float, ...] = (0.7, 1.0, 1.3, 1.6)
+    """Sampling temperatures of the candidates: answer k of a prompt is drawn at ``temperatures[k % len]``.
+    Labellers compare answers of several policies (InstructGPT ranks outputs of several models); a spread of
+    temperatures gives answers of clearly different quality beside near-ties, as several policies would."""
     max_new_tokens: int = 100
     """Longest candidate answer."""
     gen_batch: int = 100
@@ -101,16 +106,22 @@ class RewardRecipe:
     """Learning rate of every weight of the from-scratch model (a random GPT learns slowly at 1e-4)."""
     min_gap: float = 0.05
     """Held-out pairs count when their gold overall scores differ by more than this."""
+    seeds: int = 3
+    """Training seeds per (condition, budget): each draws its own labels from the rater and its own batches."""
+    ship: str = "rank4"
+    """The condition whose model at the largest budget (first seed) ships as ``reward_gpt.safetensors``;
+    chosen before the run (InstructGPT's rankings), not by its held-out score."""
 
     @classmethod
     def quick(cls) -> RewardRecipe:
         return cls(train_prompts=7, heldout_prompts=7, max_new_tokens=12, gen_batch=16, budgets=(6, 12),
-                   epochs=1, min_steps=2, seqs_per_step=8)
+                   epochs=1, min_steps=2, seqs_per_step=8, seeds=1)
 
     def __post_init__(self) -> None:
         assert self.K >= 2 and self.train_prompts >= 1 and self.heldout_prompts >= 1, self
         assert all(b >= math.comb(self.K, 2) for b in self.budgets), f"every budget must buy one ranking: {self.budgets}"
         assert self.seqs_per_step % self.K == 0 and self.seqs_per_step % 2 == 0, self.seqs_per_step
+        assert self.seeds >= 1 and self.ship in ("pairs", "rank4"), self
 
 
 # ----------------------------------------------------------------------------- 1. candidates, scored by the gold judge
@@ -136,7 +147,8 @@ def candidates(model: GPT, tok, prompts: list, r: RewardRecipe, seed: int) -> di
     answers = [[] for _ in prompts]
     for k in range(r.K):
         for i in range(0, len(prompts), r.gen_batch):
-            got = answer(model, tok, prompts[i:i + r.gen_batch], r.max_new_tokens, temperature=r.temperature,
+            got = answer(model, tok, prompts[i:i + r.gen_batch], r.max_new_tokens,
+                         temperature=r.temperatures[k % len(r.temperatures)],
                          seed=seed * 1000 + k * 100 + i // r.gen_batch)
             for j, a in enumerate(got):
                 answers[i + j].append(a)
@@ -151,7 +163,7 @@ def candidates(model: GPT, tok, prompts: list, r: RewardRecipe, seed: int) -> di
 
 def cached_candidates(model, tok, prompts: list, r: RewardRecipe, seed: int, path: Path) -> dict:
     key = {"sft_gpt_sha256": manifest_sha256("sft_gpt.safetensors"), "ids": [e.id for e in prompts], "K": r.K,
-           "temperature": r.temperature, "max_new_tokens": r.max_new_tokens, "gen_batch": r.gen_batch, "seed": seed}
+           "temperatures": list(r.temperatures), "max_new_tokens": r.max_new_tokens, "gen_batch": r.gen_batch, "seed": seed}
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("key") == key:
@@ -165,108 +177,9 @@ def cached_candidates(model, tok, prompts: list, r: RewardRecipe, seed: int, pat
     return out
 
 
-# ----------------------------------------------------------------------------- 2. labels from the synthetic rater
-
-
-def label_stream(gold: np.ndarray, condition: str, n_labels: int, r: RewardRecipe, seed: int) -> list[tuple]:
-    """``n_labels`` labels ``(prompt index, answer indices (k,), ranks (k,))``: pairs (k = 2) or rankings (k = K).
-
-    Prompts come in a shuffled cycle; a pair is two of the prompt's K answers drawn at random. The recipe draws
-    one stream for the largest budget and gives each budget a prefix of it, so the labels are nested.
-    """
-    rng = np.random.default_rng(seed)
-    rater = RankingRater(r.beta, r.epsilon, seed=seed + 1)
-    P = len(gold)
-    order = np.concatenate([rng.permutation(P) for _ in range(n_labels // P + 1)])[:n_labels]
-    out = []
-    for p in order:
-        idx = np.arange(r.K) if condition == "rank4" else np.sort(rng.choice(r.K, size=2, replace=False))
-        ranks = rater.rank(gold[p, idx][None])[0]
-        out.append((int(p), idx, ranks))
-    return out
-
-
 def n_labels(condition: str, budget: int, K: int) -> int:
     """Labels bought with ``budget`` comparisons: one per pair, C(K, 2) per ranking."""
     return budget if condition == "pairs" else budget // math.comb(K, 2)
-
-
-# ----------------------------------------------------------------------------- 3. training
-
-
-def train_reward_model(model, rows: list[list[list[int]]], labels: list[tuple], r: RewardRecipe, lr: float,
-                       seed: int, pad_id: int) -> dict:
-    """Fit ``model`` to ``labels`` with :func:`ranking_loss` (one batch element per pair or ranking).
-
-    ``rows[p][k]``: the token ids of answer k to train prompt p. Returns the loss/accuracy history and time.
-    """
-    g = torch.Generator().manual_seed(seed)
-    k = len(labels[0][1])
-    per_step = r.seqs_per_step // k  # labels per update
-    steps = max(r.min_steps, r.epochs * math.ceil(len(labels) / per_step))
-    head = list(model.head.parameters())
-    rest = [p for p in model.trunk.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": rest, "lr": lr}, {"params": head, "lr": max(lr, r.head_lr)}],
-                            weight_decay=0.0)
-    model.train()
-    hist = {"loss": [], "accuracy": []}
-    t0 = time.perf_counter()
-    perm = torch.randperm(len(labels), generator=g)
-    pos = 0
-    for step in range(steps):
-        if pos + per_step > len(perm):
-            perm, pos = torch.randperm(len(labels), generator=g), 0
-        batch = [labels[i] for i in perm[pos:pos + per_step].tolist()]
-        pos += per_step
-        ids, mask = right_pad([rows[p][j] for p, idx, _ in batch for j in idx], pad_id)  # (b*k, L)
-        scores = model(ids, mask).view(len(batch), k)  # (b, k)
-        ranks = torch.tensor(np.stack([rk for _, _, rk in batch]), dtype=torch.float32)  # (b, k)
-        loss, diag = ranking_loss(scores, ranks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([*rest, *head], 1.0)
-        opt.step()
-        hist["loss"].append(round(float(loss.detach()), 4))
-        hist["accuracy"].append(round(diag["accuracy"], 4))
-    return {"steps": steps, "labels": len(labels), "seconds": round(time.perf_counter() - t0, 1), "history": hist}
-
-
-# ----------------------------------------------------------------------------- 4. held-out agreement with gold
-
-
-def heldout_pairs(gold: np.ndarray, length: np.ndarray, min_gap: float) -> np.ndarray:
-    """Rows ``(prompt, better, worse)`` of held-out answer pairs whose gold scores differ by more than ``min_gap``."""
-    out = []
-    for p in range(len(gold)):
-        for i in range(gold.shape[1]):
-            for j in range(gold.shape[1]):
-                if gold[p, i] - gold[p, j] > min_gap:
-                    out.append((p, i, j))
-    return np.array(out, dtype=np.int64).reshape(-1, 3)
-
-
-def evaluate(reward: np.ndarray, gold: np.ndarray, length: np.ndarray, pairs: np.ndarray) -> dict:
-    """Agreement with gold on ``pairs``; on those where the longer answer is the worse (and the better);
-    the partial correlation of reward with length at fixed gold score (OLS residuals, per-prompt centred)."""
-    p, b, w = pairs.T
-    right = reward[p, b] > reward[p, w]
-    longer_worse = length[p, w] > length[p, b]
-    longer_better = length[p, b] > length[p, w]
-
-    def resid(y, x):  # y minus its least-squares fit on [1, x]
-        X = np.stack([np.ones_like(x), x], 1)
-        return y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
-
-    c = lambda a: (a - a.mean(1, keepdims=True)).ravel()  # noqa: E731 - centre within each prompt
-    g, L, R = c(gold), c(length.astype(float)), c(reward)
-    rr, rl = resid(R, g), resid(L, g)
-    partial = float(np.corrcoef(rr, rl)[0, 1]) if rr.std() > 0 and rl.std() > 0 else 0.0
-    return {"agreement": round(float(right.mean()), 4), "n_pairs": int(len(pairs)),
-            "agreement_longer_worse": round(float(right[longer_worse].mean()), 4) if longer_worse.any() else None,
-            "n_longer_worse": int(longer_worse.sum()),
-            "agreement_longer_better": round(float(right[longer_better].mean()), 4) if longer_better.any() else None,
-            "length_partial_corr": round(partial, 4),
-            "reward_gold_corr": round(float(np.corrcoef(R, g)[0, 1]), 4) if R.std() > 0 else 0.0}
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -315,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                for i, e in enumerate(ps)] for s, ps in (("train", train_p), ("heldout", held_p))}
     gold = {s: np.array(cand[s]["gold"]) for s in cand}
     length = np.array(cand["heldout"]["length"])
-    pairs = heldout_pairs(gold["heldout"], length, r.min_gap)
+    pairs = gold_pairs(gold["heldout"], r.min_gap)
     assert len(pairs), "no held-out pair differs by more than min_gap"
     rater = RankingRater(r.beta, r.epsilon)
     p, b, w = pairs.T
@@ -324,55 +237,84 @@ def main(argv: list[str] | None = None) -> dict:
           f"{ceiling:.3f} of them (its noise ceiling)", flush=True)
 
     # the effort-free baselines: answer length, and the SFT model's own mean log-prob is left to the chapter
-    baselines = {"longer_is_better": evaluate(length.astype(float), gold["heldout"], length, pairs),
-                 "shorter_is_better": evaluate(-length.astype(float), gold["heldout"], length, pairs)}
+    baselines = {"longer_is_better": agreement_report(length.astype(float), gold["heldout"], length, pairs),
+                 "shorter_is_better": agreement_report(-length.astype(float), gold["heldout"], length, pairs)}
 
-    # ---- 2-4. one reward model per (condition, budget), saved as each finishes
+    # ---- 2-4. one reward model per (condition, budget, seed), saved as each finishes
     done_path = work / f"{tag}runs.json"
-    run_key = {k: v for k, v in asdict(r).items() if k != "budgets"} | {"seed": args.seed}  # what a finished run depends on
+    run_key = json.loads(json.dumps(  # as it reads back from JSON (tuples become lists)
+        {k: v for k, v in asdict(r).items() if k not in ("budgets", "seeds")} | {"seed": args.seed}))
     saved = {} if args.fresh or not done_path.exists() else json.loads(done_path.read_text(encoding="utf-8"))
     done = saved.get("runs", {}) if saved.get("key") == run_key else {}
     n_held = len(held_p)
-    runs = [(c, B, "sft") for B in r.budgets for c in ("pairs", "rank4")]
+    Bmax = max(r.budgets)
+    runs = [(c, B, "sft", s) for s in range(r.seeds) for B in r.budgets for c in ("pairs", "rank4")]
     if not args.no_scratch:
-        runs += [(c, max(r.budgets), "scratch") for c in ("rank4", "pairs")]
-    streams = {c: label_stream(gold["train"], c, n_labels(c, max(r.budgets), r.K), r, args.seed + 10 + i)
-               for i, c in enumerate(("pairs", "rank4"))}
-    for c, B, init in runs:
-        name = f"{init}/{c}/{B}"
+        runs += [(c, Bmax, "scratch", 0) for c in ("rank4", "pairs")]
+    ship_name = f"sft/{r.ship}/{Bmax}/s0"
+    ship_path = work / f"{tag}{MODEL_FILE}"
+    if ship_name in done and not ship_path.exists():
+        del done[ship_name]  # its model file is lost: train it again
+    held_rows = [row for prompt in enc["heldout"] for row in prompt]
+    held_cats = [e.category for e in held_p]
+    pair_cat = np.array([held_cats[i] for i in pairs[:, 0]])  # the category of each held-out pair
+    for c, B, init, s in runs:
+        name = f"{init}/{c}/{B}/s{s}"
         if name in done:
             continue
-        labels = streams[c][:n_labels(c, B, r.K)]
-        torch.manual_seed(args.seed)
+        seed = args.seed + 100 * s
+        rater_c = RankingRater(r.beta, r.epsilon, seed=seed + 11 + (c == "rank4"))
+        labels = label_stream(gold["train"], 2 if c == "pairs" else r.K, n_labels(c, Bmax, r.K), rater_c,
+                              seed + 10 + (c == "rank4"))
+        labels = labels[:n_labels(c, B, r.K)]  # the budgets of one seed are nested prefixes of one stream
+        torch.manual_seed(seed)
         if init == "sft":
             model, lr = gpt_reward_model(sft, r.trainable_layers), r.lr
         else:
             model, lr = gpt_reward_model(GPT(sft.config), sft.config.n_layer, copy_model=False), r.scratch_lr
-        fit = train_reward_model(model, enc["train"], labels, r, lr, args.seed, pad_id)
-        rows = [row for prompt in enc["heldout"] for row in prompt]
-        reward = score_answers(model, rows, pad_id).numpy().reshape(n_held, r.K)
-        ev = evaluate(reward, gold["heldout"], length, pairs)
-        done[name] = {"init": init, "condition": c, "budget": B, "comparisons": n_labels(c, B, r.K) * (
+        fit = fit_reward_model(model, enc["train"], labels, pad_id, epochs=r.epochs, min_steps=r.min_steps,
+                               seqs_per_step=r.seqs_per_step, lr=lr, head_lr=r.head_lr, seed=seed)
+        reward = score_answers(model, held_rows, pad_id).numpy().reshape(n_held, r.K)
+        ev = agreement_report(reward, gold["heldout"], length, pairs)
+        right = reward[pairs[:, 0], pairs[:, 1]] > reward[pairs[:, 0], pairs[:, 2]]  # (n_pairs,)
+        ev["by_category"] = {cat: {"agreement": round(float(right[pair_cat == cat].mean()), 4),
+                                   "pairs": int((pair_cat == cat).sum())} if (pair_cat == cat).any() else None
+                             for cat in CATEGORIES}
+        if name == ship_name:
+            save_reward_model(model, ship_path, meta={
+                "tokenizer": tokenizer_meta(tok), "recipe": asdict(r), "run": name, "agreement": ev["agreement"],
+                "base": "lmlib/assets/sft_gpt.safetensors", "command": command})
+            ev["heldout_reward"] = reward.round(5).tolist()
+        done[name] = {"init": init, "condition": c, "budget": B, "seed": s, "comparisons": n_labels(c, B, r.K) * (
             1 if c == "pairs" else math.comb(r.K, 2)), **fit, **ev}
         write_results({"key": run_key, "runs": done}, done_path)
-        print(f"{name:<20} {fit['labels']:>5} labels {fit['steps']:>4} steps {fit['seconds']:>6.1f} s  "
+        print(f"{name:<22} {fit['labels']:>5} labels {fit['steps']:>4} steps {fit['seconds']:>6.1f} s  "
               f"train acc {np.mean(fit['history']['accuracy'][-5:]):.3f}  held-out agreement {ev['agreement']:.3f}  "
               f"longer-worse {ev['agreement_longer_worse']}  length pcorr {ev['length_partial_corr']:+.3f}", flush=True)
 
-    # ---- results
-    curve = {c: [{k: done[f"sft/{c}/{B}"][k] for k in ("budget", "comparisons", "labels", "agreement",
-                                                        "agreement_longer_worse", "length_partial_corr", "seconds")}
-                 for B in r.budgets] for c in ("pairs", "rank4")}
-    rows = [f"{'comparisons':>11} {'pairs':>7} {'rank4':>7}   (held-out agreement with gold; ceiling {ceiling:.3f})"]
-    rows += [f"{B:>11} {done[f'sft/pairs/{B}']['agreement']:>7.3f} {done[f'sft/rank4/{B}']['agreement']:>7.3f}"
-             for B in r.budgets]
+    # ---- results: mean and range over seeds
+    def over_seeds(c: str, B: int) -> dict:
+        ds = [done[f"sft/{c}/{B}/s{s}"] for s in range(r.seeds)]
+        ag = np.array([d["agreement"] for d in ds])
+        return {"budget": B, "comparisons": ds[0]["comparisons"], "labels": ds[0]["labels"],
+                "agreement": round(float(ag.mean()), 4), "agreement_min": round(float(ag.min()), 4),
+                "agreement_max": round(float(ag.max()), 4), "agreement_seeds": ag.round(4).tolist(),
+                "agreement_longer_worse": round(float(np.mean([d["agreement_longer_worse"] for d in ds])), 4),
+                "length_partial_corr": round(float(np.mean([d["length_partial_corr"] for d in ds])), 4),
+                "seconds": round(float(np.mean([d["seconds"] for d in ds])), 1)}
+
+    curve = {c: [over_seeds(c, B) for B in r.budgets] for c in ("pairs", "rank4")}
+    rows = [f"{'comparisons':>11} {'pairs':>17} {'rank4':>17}   (held-out agreement with gold, mean [min, max] "
+            f"of {r.seeds} seed(s); rater ceiling {ceiling:.3f})"]
+    rows += [f"{B:>11} " + " ".join(f"{d['agreement']:.3f} [{d['agreement_min']:.3f}, {d['agreement_max']:.3f}]"
+                                    for d in (curve['pairs'][i], curve['rank4'][i])) for i, B in enumerate(r.budgets)]
     if not args.no_scratch:
-        Bm = max(r.budgets)
-        rows += [f"from scratch at {Bm}: pairs {done[f'scratch/pairs/{Bm}']['agreement']:.3f}  "
-                 f"rank4 {done[f'scratch/rank4/{Bm}']['agreement']:.3f}"]
+        rows += [f"from scratch at {Bmax}: pairs {done[f'scratch/pairs/{Bmax}/s0']['agreement']:.3f}  "
+                 f"rank4 {done[f'scratch/rank4/{Bmax}/s0']['agreement']:.3f}"]
     print("\n".join(rows), flush=True)
-    best = max((d for d in done.values() if d["init"] == "sft" and d["comparisons"] <= 2000),
-               key=lambda d: d["agreement"], default=None)
+    within = [d for c in curve for d in curve[c] if d["comparisons"] <= 2000]
+    best = max(within, key=lambda d: d["agreement"], default=None)
+    shipped = done[ship_name]
     g_all = gold["heldout"]
     results = {
         "recipe": asdict(r), "seed": args.seed, "data_seed": DATA_SEED, "quick": args.quick,
@@ -393,12 +335,22 @@ def main(argv: list[str] | None = None) -> dict:
         "baselines": baselines,
         "curve": curve,
         "runs": done,
-        "scratch": {c: done.get(f"scratch/{c}/{max(r.budgets)}") and
-                    {k: done[f"scratch/{c}/{max(r.budgets)}"][k] for k in ("budget", "agreement", "seconds",
-                                                                              "length_partial_corr")}
+        "scratch": {c: done.get(f"scratch/{c}/{Bmax}/s0") and
+                    {k: done[f"scratch/{c}/{Bmax}/s0"][k] for k in ("budget", "agreement", "seconds",
+                                                                    "length_partial_corr")}
                     for c in ("pairs", "rank4")},
+        "shipped": {"file": MODEL_FILE, "run": ship_name, "agreement": shipped["agreement"],
+                    "by_category": shipped["by_category"], "length_partial_corr": shipped["length_partial_corr"],
+                    "heldout_reward": shipped["heldout_reward"]},
+        "heldout_candidates": {"answers": cand["heldout"]["answers"], "gold": cand["heldout"]["gold"],
+                               "ended": cand["heldout"]["ended"],
+                               "length": cand["heldout"]["length"], "categories": held_cats,
+                               "temperatures": [r.temperatures[k % len(r.temperatures)] for k in range(r.K)]},
+        "train_candidates": {k: cand["train"][k] for k in ("ids", "answers", "gold", "ended")},
         "goals": {"agreement_at_least_0.8_within_2000_comparisons": bool(best and best["agreement"] >= 0.8),
-                  "best_within_2000": best and {k: best[k] for k in ("init", "condition", "budget", "agreement")}},
+                  "best_within_2000": best and {k: best[k] for k in ("budget", "comparisons", "agreement",
+                                                                     "agreement_min", "agreement_max")},
+                  "best_condition": best and next(c for c in curve if best in curve[c])},
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} CPU core(s), "
                    f"torch {torch.__version__}, {args.threads} thread(s)",
@@ -408,8 +360,12 @@ def main(argv: list[str] | None = None) -> dict:
     out = work if args.no_ship else args.out
     out.mkdir(parents=True, exist_ok=True)
     write_results(results, out / RESULTS_FILE)
+    if out != work:
+        model, _ = load_reward_model(ship_path)  # checksum verified on the way
+        save_reward_model(model, out / MODEL_FILE, meta=load_checkpoint(ship_path).meta)
     if not args.no_ship:
-        manifest_add(out / RESULTS_FILE, command)
+        for name in (MODEL_FILE, RESULTS_FILE):
+            manifest_add(out / name, command)
     print(f"done in {results['total_seconds'] / 60:.1f} min; wrote {out / RESULTS_FILE}", flush=True)
     return results
 

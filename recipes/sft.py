@@ -26,7 +26,7 @@ history, time, tokens/s, machine and command, to ``sft_results.json``; unless ``
 the model to ``lmlib/assets/sft_gpt.safetensors`` (loads with ``lmlib.assets.load_book_gpt(path)``,
 chat tokenizer included) and records both files in ``lmlib/assets/MANIFEST.json``.
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 

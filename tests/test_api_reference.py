@@ -128,14 +128,15 @@ def test_reference_pages_are_in_the_table_of_contents():
 
 def test_taught_in_lines_become_links():
     chapters = {1: "chapters/01_language_models", 4: "chapters/04_attention", 5: "chapters/05_transformers",
-                11: "chapters/11_preferences"}
+                11: "chapters/11_preferences", 13: "chapters/13_instruction_tuning",
+                14: "chapters/14_reward_models"}
     line = 'Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb); used from Chapter 4 on.'
     assert link_taught_in(line, chapters) == (
         'Taught in: :doc:`Chapter 5, "Transformers" </chapters/05_transformers>`; used from '
         ':doc:`Chapter 4 </chapters/04_attention>` on.')
-    planned = 'Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.'
+    planned = 'Taught in: Chapter 15, "RLHF with PPO" (to come); built on Chapter 11.'
     assert link_taught_in(planned, chapters) == (
-        'Taught in: Chapter 14, "Reward models from rankings" (to come); built on '
+        'Taught in: Chapter 15, "RLHF with PPO" (to come); built on '
         ':doc:`Chapter 11 </chapters/11_preferences>`.')
     assert link_taught_in("Taught in: the instructor guide (book/instructors.md).", chapters) == (
         "Taught in: the instructor guide (:doc:`/book/instructors`).")

@@ -222,4 +222,4 @@ def test_public_objects_say_where_they_are_taught():
         for name in module.__all__:
             obj = getattr(module, name)
             if callable(obj) and not isinstance(obj, type(topic_pattern("a"))):
-                assert 'Taught in: Chapter 13, "Instruction tuning" (to come).' in (obj.__doc__ or ""), name
+                assert 'Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb)' in (obj.__doc__ or ""), name

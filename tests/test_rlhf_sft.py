@@ -196,7 +196,7 @@ def test_every_public_object_says_where_it_is_taught():
         for name in module.__all__:
             obj = getattr(module, name)
             if callable(obj):
-                assert 'Taught in: Chapter 13, "Instruction tuning" (to come).' in (obj.__doc__ or ""), name
+                assert 'Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb)' in (obj.__doc__ or ""), name
     assert 'Taught in: Chapter 13, "Instruction tuning"' in GPT.resize_vocab.__doc__
 
 

@@ -11,7 +11,7 @@ the "Taught in:" paragraph of each one (hooked on `autodoc-process-docstring`) s
 * `"Title" (book/page.md)` (a page of the book, such as the instructor guide) becomes a link to it,
   and a bare `(book/page.md)` a link that shows the page's title;
 * a bare `Chapter N` ("used from Chapter 4 on") links to chapter N if the book has it;
-* a planned chapter, `Chapter 13, "Instruction tuning" (to come)`, stays plain text.
+* a planned chapter, `Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb)`, stays plain text.
 
 A path that names no page of the book is left as a `:doc:` reference, so the build (run with -W)
 fails on it instead of printing a dead link.

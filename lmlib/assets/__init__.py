@@ -44,7 +44,8 @@ from ..text.tokenizer import CharTokenizer
 
 __all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
            "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add", "preference_results",
-           "preference_video", "read_results", "write_results", "SFT_GPT", "load_sft_gpt"]
+           "preference_video", "read_results", "write_results", "SFT_GPT", "load_sft_gpt",
+           "REWARD_GPT", "load_reward_gpt"]
 
 ASSETS = Path(__file__).resolve().parent
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
@@ -52,6 +53,8 @@ BOOK_GPT = ASSETS / "book_gpt.safetensors"
 """Where the book GPT's checkpoint lives."""
 SFT_GPT = ASSETS / "sft_gpt.safetensors"
 """Where the instruction-tuned GPT of ``recipes/sft.py`` lives."""
+REWARD_GPT = ASSETS / "reward_gpt.safetensors"
+"""The reward model of Chapter 14 (``recipes/reward_model.py``): the tuned GPT's trunk with a scalar head."""
 MANIFEST = ASSETS / "MANIFEST.json"
 
 
@@ -193,11 +196,29 @@ def load_sft_gpt(*, map_location: str = "cpu") -> tuple[GPT, CharTokenizer]:
     Its training and evaluation (gold-judge scores per category, decline rates, alignment tax) are in
     ``read_results(ASSETS / "sft_results.json", "python recipes/sft.py")``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not SFT_GPT.exists():
         raise FileNotFoundError(f"the instruction-tuned GPT {SFT_GPT} is missing; make it with `python recipes/sft.py`")
     return _load_gpt(SFT_GPT, manifest_sha256(SFT_GPT.name), map_location)
+
+
+def load_reward_gpt(*, map_location: str = "cpu"):
+    """The reward model of ``recipes/reward_model.py``, checksums verified: ``(model, tokenizer)``.
+
+    ``model`` is a :class:`lmlib.preferences.SequenceRewardModel` on the tuned GPT's trunk, in eval mode;
+    score answers with :func:`lmlib.rlhf.reward.encode_answers` and :func:`lmlib.rlhf.reward.score_answers`.
+    How it was trained and how often it agrees with the gold judge: ``reward_results.json``.
+
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
+    """
+    from ..rlhf.reward import load_reward_model  # assets may use rlhf; rlhf never imports assets
+    if not REWARD_GPT.exists():
+        raise FileNotFoundError(f"the reward model {REWARD_GPT} is missing; make it with "
+                                "`python recipes/reward_model.py`")
+    model, meta = load_reward_model(REWARD_GPT, expected_sha256=manifest_sha256(REWARD_GPT.name),
+                                    map_location=map_location)
+    return model, book_gpt_tokenizer(meta)
 
 
 def book_gpt_info(path: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 See :mod:`lmlib.exercises.core` and the instructor guide (book/instructors.md).
 """
-from .core import Case, CheckResult, Exercise, ExerciseFailed, all_exercises, check, compare_values, get, register
+from .core import (Case, CheckResult, Exercise, ExerciseFailed, all_exercises, check, compare_close, compare_values, get,
+                   register)
 
-__all__ = ["Case", "CheckResult", "Exercise", "ExerciseFailed", "all_exercises", "check", "compare_values", "get", "register"]
+__all__ = ["Case", "CheckResult", "Exercise", "ExerciseFailed", "all_exercises", "check", "compare_values", "compare_close", "get",
+           "register"]

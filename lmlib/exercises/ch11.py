@@ -13,13 +13,11 @@ Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_pr
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from .. import preferences as P
-from .core import Case, compare_values, register
+from .core import Case, compare_close, register
 
 
 def _ref_probability(r1_sum: torch.Tensor, r2_sum: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -33,15 +31,6 @@ def _ref_loss(left: torch.Tensor, right: torch.Tensor, mu: torch.Tensor, epsilon
 def _ref_select(member_probs: np.ndarray, k: int) -> np.ndarray:
     scores = np.asarray(member_probs, dtype=np.float64).std(axis=0)
     return np.argsort(-scores, kind="stable")[:k].astype(np.int64)
-
-
-def _close(rtol: float, atol: float):
-    def compare(got: Any, expected: Any) -> str | None:
-        if isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor):
-            got = got.detach().to(expected.dtype)
-        return compare_values(got, expected, rtol=rtol, atol=atol)
-
-    return compare
 
 
 def _probability_cases(rng: np.random.Generator) -> list[Case]:
@@ -95,20 +84,20 @@ register(
     "ch11.preference_probability",
     _ref_probability,
     _probability_cases,
-    compare=_close(1e-6, 1e-9),
+    compare=compare_close(1e-6, 1e-9),
     title="The Bradley-Terry preference probability with a random-answer rate",
 )
 register(
     "ch11.preference_loss",
     _ref_loss,
     _loss_cases,
-    compare=_close(1e-4, 1e-5),
+    compare=compare_close(1e-4, 1e-5),
     title="Cross-entropy loss of a reward model on preference labels",
 )
 register(
     "ch11.select_queries",
     _ref_select,
     _select_cases,
-    compare=_close(0, 0),
+    compare=compare_close(0, 0),
     title="Pick the pairs the ensemble disagrees on",
 )

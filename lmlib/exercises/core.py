@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Case", "Exercise", "ExerciseFailed", "CheckResult", "register", "get", "all_exercises", "check", "compare_values"]
+__all__ = ["Case", "Exercise", "ExerciseFailed", "CheckResult", "register", "get", "all_exercises", "check", "compare_values", "compare_close"]
 
 GRADE_REPORT_ENV = "LMBOOK_GRADE_REPORT"
 
@@ -140,6 +140,21 @@ def _short(value: Any, limit: int = 200) -> str:
     else:
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def compare_close(rtol: float, atol: float) -> Callable[[Any, Any], str | None]:
+    """A ``compare`` for :func:`register`: :func:`compare_values` with these tolerances, after casting a tensor
+    answer to the reference's dtype and detaching it (a float32 answer to a float64 reference passes).
+
+    Taught in: the instructor guide (book/instructors.md).
+    """
+    def compare(got: Any, expected: Any) -> str | None:
+        torch = sys.modules.get("torch")  # never import torch here (see compare_values)
+        if torch is not None and isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor):
+            got = got.detach().to(expected.dtype)
+        return compare_values(got, expected, rtol=rtol, atol=atol)
+
+    return compare
 
 
 def compare_values(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-8) -> str | None:

@@ -20,6 +20,10 @@ Conventions (the same as ``torch.nn.functional.scaled_dot_product_attention``):
 ``nn.MultiheadAttention``'s ``key_padding_mask`` uses the opposite convention
 (True = ignore); :func:`padding_mask` builds ours from sequence lengths.
 
+Decoding one token at a time, a causal model would recompute the keys and values of the whole
+context at every step although they never change: :class:`KVCache` keeps them, so each step feeds
+only the new token (Chapter 6, "Decoding").
+
 Taught in: Chapter 4, "Attention" (chapters/04_attention.ipynb).
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "padded_causal_mask",
     "MultiHeadAttention",
     "CausalSelfAttention",
+    "KVCache",
 ]
 
 AttnImpl = Literal["fused", "manual"]
@@ -228,6 +233,100 @@ def scaled_dot_product_attention(
     return (out, weights) if return_weights else out
 
 
+# ----------------------------------------------------------------------------- the KV cache
+
+
+class KVCache:
+    """The keys and values of the tokens seen so far, per layer: decoding without recomputing the past.
+
+    In a causal model, the key and value of token j never change once it is written (later tokens
+    cannot influence it), so generating token t + 1 needs only the query, key and value of token t
+    and the *stored* keys and values of tokens 0 .. t - 1. With the cache each decoding step is a
+    forward pass of (B, 1) tokens instead of (B, t).
+
+    Use (with :class:`lmlib.lm.gpt.GPT`, in eval mode, under ``torch.no_grad()``)::
+
+        cache = KVCache(model.config.n_layer)
+        logits, _ = model(prompt, attention_mask=mask, kv_cache=cache)   # (B, P, V); cache holds P keys
+        logits, _ = model(next_id[:, None], kv_cache=cache)               # (B, 1, V); cache holds P + 1
+
+    The model updates the cache in place. What it holds:
+
+    * ``k[l]``, ``v[l]``: layer l's keys and values, (B, nh, S, hs) (RoPE already applied to the keys);
+    * ``attention_mask``: (B, S) bool, True = a real key (padding stays hidden in every later step);
+    * ``next_position``: (B,) long, the position id of each row's next token (the number of real
+      tokens so far: positions count real tokens, as :func:`lmlib.lm.positional.position_ids` does).
+
+    Storage: per layer one (B, nh, capacity, hs) buffer for k and for v, doubled when full, so a step
+    writes its new key in place instead of copying the whole cache (``torch.cat`` would copy
+    O(S) per step, O(S^2) per answer). The model and its cache must stay on one device and dtype.
+
+    Args:
+        n_layer: the number of attention layers that will store keys (``model.config.n_layer``).
+
+    Taught in: Chapter 6, "Decoding" (chapters/06_decoding.ipynb); attention in Chapter 4, "Attention"
+    (chapters/04_attention.ipynb).
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        if isinstance(n_layer, bool) or not isinstance(n_layer, int) or n_layer < 1:
+            raise ValueError(f"KVCache: n_layer must be an int >= 1 (model.config.n_layer), got {n_layer!r}")
+        self.n_layer = n_layer
+        self._k: list[Tensor | None] = [None] * n_layer  # (B, nh, capacity, hs) buffers
+        self._v: list[Tensor | None] = [None] * n_layer
+        self._len = [0] * n_layer  # keys stored per layer
+        self.attention_mask: Tensor | None = None  # (B, S) bool
+        self.next_position: Tensor | None = None  # (B,) long
+
+    def __len__(self) -> int:
+        """S: the number of tokens (columns, padding included) whose keys are stored."""
+        return 0 if self.attention_mask is None else self.attention_mask.shape[1]
+
+    @property
+    def batch_size(self) -> int | None:
+        """B, or None while the cache is empty."""
+        return None if self.attention_mask is None else self.attention_mask.shape[0]
+
+    @property
+    def k(self) -> list[Tensor | None]:
+        """Per layer: the stored keys (B, nh, S, hs), or None before the layer's first update."""
+        return [None if b is None else b[:, :, :n] for b, n in zip(self._k, self._len)]
+
+    @property
+    def v(self) -> list[Tensor | None]:
+        """Per layer: the stored values (B, nh, S, hs), or None before the layer's first update."""
+        return [None if b is None else b[:, :, :n] for b, n in zip(self._v, self._len)]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new keys and values of ``layer``, (B, nh, T, hs) each; return all of them, (B, nh, S + T, hs).
+
+        Called by :class:`CausalSelfAttention`; the returned tensors are views of the cache's buffers.
+        """
+        if not (isinstance(layer, int) and 0 <= layer < self.n_layer):
+            raise ValueError(f"KVCache.update: layer must be in [0, {self.n_layer}), got {layer!r}: build the "
+                             "cache with the model's n_layer (KVCache(model.config.n_layer))")
+        if k.shape != v.shape or k.ndim != 4:
+            raise ValueError(f"KVCache.update: k and v must both be (B, nh, T, hs), got {tuple(k.shape)} and "
+                             f"{tuple(v.shape)}")
+        n, buf_k, buf_v = self._len[layer], self._k[layer], self._v[layer]
+        B, nh, T, hs = k.shape
+        if buf_k is not None and (buf_k.shape[:2] != (B, nh) or buf_k.shape[3] != hs):
+            raise ValueError(f"KVCache.update: layer {layer} stores keys of shape (B, nh, S, hs) = "
+                             f"{tuple(buf_k[:, :, :n].shape)}, cannot append {tuple(k.shape)}")
+        if buf_k is None or n + T > buf_k.shape[2]:  # grow: double the capacity (amortised O(1) per token)
+            cap = max(n + T, 2 * (0 if buf_k is None else buf_k.shape[2]), 16)
+            new_k, new_v = k.new_empty(B, nh, cap, hs), v.new_empty(B, nh, cap, hs)
+            if buf_k is not None:
+                new_k[:, :, :n], new_v[:, :, :n] = buf_k[:, :, :n], buf_v[:, :, :n]
+            self._k[layer], self._v[layer] = buf_k, buf_v = new_k, new_v
+        buf_k[:, :, n:n + T], buf_v[:, :, n:n + T] = k, v  # write the new tokens in place
+        self._len[layer] = n + T
+        return buf_k[:, :, :n + T], buf_v[:, :, :n + T]  # (B, nh, S + T, hs)
+
+    def __repr__(self) -> str:
+        return f"KVCache(n_layer={self.n_layer}, batch_size={self.batch_size}, length={len(self)})"
+
+
 # ----------------------------------------------------------------------------- modules
 
 
@@ -332,6 +431,11 @@ class CausalSelfAttention(nn.Module):
     token, hides padding keys on top of the causal mask (:func:`padded_causal_mask`); ``positions``
     (B, T) are the per-row position ids RoPE rotates by (default ``0 .. T-1``).
 
+    Decoding with a :class:`KVCache` (``kv_cache=cache, layer=l``): x holds only the T *new* tokens;
+    their keys and values are appended to layer l of the cache and the queries attend to all S keys
+    (the past ones, then the new ones). ``attention_mask`` is then (B, S) over all keys and
+    ``positions`` (B, T) the new tokens' position ids; weights are (B, nh, T, S).
+
     Taught in: Chapter 4, "Attention" (chapters/04_attention.ipynb); the positional options in
     Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
@@ -361,7 +465,8 @@ class CausalSelfAttention(nn.Module):
         self.alibi = ALiBi(n_head) if pos_encoding == "alibi" else None
 
     def forward(self, x: Tensor, need_weights: bool = False, *, attention_mask: Tensor | None = None,
-                positions: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                positions: Tensor | None = None, kv_cache: KVCache | None = None,
+                layer: int = 0) -> tuple[Tensor, Tensor | None]:
         """x (B, T, C) -> ``(y (B, T, C), weights (B, nh, T, T) or None)``; masks as in the class docstring."""
         if x.ndim != 3 or x.shape[-1] != self.n_embd:
             raise ValueError(f"CausalSelfAttention expects x of shape (B, T, C={self.n_embd}), got {tuple(x.shape)}")
@@ -372,7 +477,9 @@ class CausalSelfAttention(nn.Module):
             q, k = self.rotary(q, positions=positions), self.rotary(k, positions=positions)
         p = self.dropout if self.training else 0.0
         weights = None
-        if attention_mask is not None:  # padding: one explicit (B, 1, T, T) mask instead of is_causal
+        if kv_cache is not None:  # decoding: the new queries attend to the cached keys and their own
+            y, weights = self._attend_cached(q, k, v, kv_cache, layer, attention_mask, need_weights, p)
+        elif attention_mask is not None:  # padding: one explicit (B, 1, T, T) mask instead of is_causal
             allowed = padded_causal_mask(attention_mask)
             mask = allowed
             if self.alibi is not None:  # ALiBi is relative (i - j): padding in front does not shift it
@@ -393,6 +500,32 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all heads side by side
         y = self.resid_dropout(self.c_proj(y))
         return y, (weights if need_weights else None)
+
+    def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, kv_cache: KVCache, layer: int,
+                       attention_mask: Tensor | None, need_weights: bool, p: float) -> tuple[Tensor, Tensor | None]:
+        """q, k, v (B, nh, T, hs) of the T new tokens -> (B, nh, T, hs) attending to the S cached + new keys."""
+        if not isinstance(kv_cache, KVCache):
+            raise TypeError(f"kv_cache must be a KVCache, got {type(kv_cache).__name__}")
+        k, v = kv_cache.update(layer, k, v)  # (B, nh, S, hs): the past keys and values, then the new ones
+        B, _, T, _ = q.shape
+        S = k.shape[2]
+        if attention_mask is None:
+            attention_mask = torch.ones(B, S, dtype=torch.bool, device=q.device)
+        if attention_mask.shape != (B, S):
+            raise ValueError(f"with a KV cache, attention_mask must cover all S={S} keys (past and new): "
+                             f"(B, S) = ({B}, {S}), got {tuple(attention_mask.shape)}")
+        # query i is the token at column S - T + i: it sees real keys j <= S - T + i, and always itself
+        # (a padding query then sees only itself, as in padded_causal_mask: no empty softmax row)
+        causal = causal_mask(T, S, offset=S - T, device=q.device)  # (T, S)
+        cols = torch.arange(S, device=q.device)
+        own = cols[None, :] == cols[S - T:, None]  # (T, S): query i's own key, column S - T + i
+        allowed = ((causal & attention_mask[:, None, :]) | own)[:, None]  # (B, 1, T, S)
+        mask = allowed
+        if self.alibi is not None:  # the bias of queries that are the last T of S positions (relative: i - j)
+            mask = self.alibi(T, S).to(q.dtype).masked_fill(~allowed, float("-inf"))  # (B, nh, T, S)
+        if self.impl == "fused" and not need_weights:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
+        return scaled_dot_product_attention(q, k, v, mask, dropout_p=p, return_weights=True)
 
     def extra_repr(self) -> str:
         return f"n_head={self.n_head}, head_size={self.head_size}, impl={self.impl!r}"

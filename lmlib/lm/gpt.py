@@ -14,6 +14,10 @@ Padded batches (Part III): ``attention_mask`` (B, T), True = real token, hides p
 numbers each row's positions from its first real token (``cumsum(mask) - 1``), so a left-padded
 prompt gives the same logits as the prompt alone, for every ``pos_encoding``.
 
+Fast decoding (Chapter 6): ``model(idx, kv_cache=cache)`` with a
+:class:`lmlib.lm.attention.KVCache` feeds only the new tokens and reuses the stored keys and values
+of the earlier ones (eval mode, no targets); see :meth:`GPT.forward`.
+
 Initialisation follows GPT-2/nanoGPT: weights ~ N(0, 0.02), biases 0, and the two
 projections that write into the residual stream (``attn.c_proj``, ``mlp.c_proj``)
 ~ N(0, 0.02 / sqrt(2 * n_layer)) so that the stream's variance does not grow with depth.
@@ -43,7 +47,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from ..checks import as_mask
-from .attention import CausalSelfAttention
+from .attention import CausalSelfAttention, KVCache
 from .decoding import sample
 from .losses import masked_cross_entropy
 from .positional import (
@@ -156,8 +160,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One pre-LN Transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
 
-    ``forward(x, need_weights=False, *, attention_mask=None, positions=None) -> (x, weights)``:
-    x (B, T, C); weights (B, nh, T, T) or None; the masks go to :class:`CausalSelfAttention`.
+    ``forward(x, need_weights=False, *, attention_mask=None, positions=None, kv_cache=None, layer=0)
+    -> (x, weights)``: x (B, T, C); weights (B, nh, T, T) or None; the masks and the KV cache (with this
+    block's index ``layer``) go to :class:`CausalSelfAttention`.
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
@@ -171,9 +176,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, need_weights: bool = False, *, attention_mask: Tensor | None = None,
-                positions: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                positions: Tensor | None = None, kv_cache: KVCache | None = None,
+                layer: int = 0) -> tuple[Tensor, Tensor | None]:
         """x (B, T, C) -> ``(x (B, T, C), attention weights (B, nh, T, T) or None)``."""
-        a, weights = self.attn(self.ln_1(x), need_weights, attention_mask=attention_mask, positions=positions)
+        if kv_cache is None:  # the ordinary path, exactly as before
+            a, weights = self.attn(self.ln_1(x), need_weights, attention_mask=attention_mask, positions=positions)
+        else:
+            a, weights = self.attn(self.ln_1(x), need_weights, attention_mask=attention_mask, positions=positions,
+                                   kv_cache=kv_cache, layer=layer)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -182,10 +192,11 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """A decoder-only Transformer language model (see the module docstring for the architecture).
 
-    ``forward(idx, targets=None, *, attention_mask=None) -> (logits, loss)``: idx (B, T) int64
-    token ids; logits (B, T, V); loss = :func:`lmlib.lm.losses.masked_cross_entropy` against
+    ``forward(idx, targets=None, *, attention_mask=None, kv_cache=None) -> (logits, loss)``: idx (B, T)
+    int64 token ids; logits (B, T, V); loss = :func:`lmlib.lm.losses.masked_cross_entropy` against
     targets (B, T) (entries -1 are ignored), or ``None`` without targets. ``hidden_states(idx)``
-    gives the (B, T, C) trunk output under the logits.
+    gives the (B, T, C) trunk output under the logits. ``kv_cache``: decode with a
+    :class:`lmlib.lm.attention.KVCache` (see :meth:`forward`).
 
     Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb).
     """
@@ -271,7 +282,7 @@ class GPT(nn.Module):
             ValueError: ``new_vocab_size`` smaller than V (shrinking would drop trained rows) or not an int;
                 an unknown ``init``.
 
-        Taught in: Chapter 13, "Instruction tuning" (to come).
+        Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
         """
         V, C = self.config.vocab_size, self.config.n_embd
         if isinstance(new_vocab_size, bool) or not isinstance(new_vocab_size, int):
@@ -333,9 +344,32 @@ class GPT(nn.Module):
             raise ValueError(f"attention_mask row {row} is all False: every sequence needs a real token")
         return mask
 
+    def _check_kv_cache(self, kv_cache: KVCache, idx: Tensor) -> None:
+        """Raise a clear error unless ``kv_cache`` can take the next tokens ``idx`` (B, T) of this model."""
+        if not isinstance(kv_cache, KVCache):
+            raise TypeError(f"kv_cache must be a lmlib.lm.attention.KVCache (KVCache(model.config.n_layer)), "
+                            f"got {type(kv_cache).__name__}")
+        if self.training:
+            raise RuntimeError("a KV cache is for decoding: call model.eval() first (dropout would make the stored "
+                               "keys and values differ from the ones a full forward pass computes)")
+        if kv_cache.n_layer != self.config.n_layer:
+            raise ValueError(f"kv_cache was built for n_layer={kv_cache.n_layer} but this model has "
+                             f"n_layer={self.config.n_layer}: use KVCache(model.config.n_layer)")
+        S, B, T = len(kv_cache), idx.shape[0], idx.shape[1]
+        if S and kv_cache.batch_size != B:
+            raise ValueError(f"kv_cache holds {kv_cache.batch_size} sequences but idx has B={B} rows "
+                             f"(idx {tuple(idx.shape)}); use one cache per batch")
+        if any(n != S for n in kv_cache._len):
+            raise RuntimeError(f"kv_cache is inconsistent (layers hold {kv_cache._len} keys, the mask {S}): "
+                               "an earlier call failed midway; start a new KVCache")
+        if S and kv_cache.attention_mask.device != idx.device:
+            raise ValueError(f"kv_cache is on {kv_cache.attention_mask.device} but idx is on {idx.device}")
+
     def _hidden(self, idx: Tensor, need_weights: bool = False,
-                attention_mask: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+                attention_mask: Tensor | None = None, kv_cache: KVCache | None = None) -> tuple[Tensor, list[Tensor]]:
         """idx (B, T) -> final hidden states ln_f(x) (B, T, C) and the per-layer attention weights."""
+        if kv_cache is not None:
+            return self._hidden_cached(idx, attention_mask, kv_cache), []
         B, T = idx.shape
         # a padded batch numbers each row from its first real token; otherwise every row is 0 .. T-1
         positions = None if attention_mask is None else position_ids(attention_mask)  # (B, T)
@@ -356,6 +390,48 @@ class GPT(nn.Module):
                 maps.append(w)
         return self.transformer.ln_f(x), maps
 
+    def _hidden_cached(self, idx: Tensor, attention_mask: Tensor | None, kv_cache: KVCache) -> Tensor:
+        """The new tokens idx (B, T) after the ones in ``kv_cache`` -> ln_f(x) (B, T, C); updates the cache.
+
+        The same computation as :meth:`_hidden` on the whole sequence (past + new), restricted to the
+        new rows: positions continue each row's count of real tokens, and the cache's mask keeps hiding
+        the padding keys of earlier steps.
+        """
+        B, T = idx.shape
+        new_mask = (torch.ones(B, T, dtype=torch.bool, device=idx.device) if attention_mask is None
+                    else attention_mask)  # (B, T)
+        if len(kv_cache) == 0:
+            start = torch.zeros(B, dtype=torch.long, device=idx.device)  # (B,)
+            key_mask = new_mask  # (B, S = T)
+        else:
+            start = kv_cache.next_position  # (B,)
+            key_mask = torch.cat([kv_cache.attention_mask, new_mask], dim=1)  # (B, S)
+        if not bool(key_mask.any(dim=1).all()):
+            row = int((~key_mask.any(dim=1)).nonzero()[0])
+            raise ValueError(f"attention_mask row {row} is all False and the cache holds no real token for it: "
+                             "every sequence needs a real token")
+        # as position_ids(mask) over the whole row: (real tokens before) + (real tokens so far among the new) - 1
+        positions = (start[:, None] + new_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+        top = int(positions.max())
+        if top >= self.config.block_size and not self.config.can_extrapolate:  # before any layer touches the cache
+            raise ContextTooLongError(
+                f"with the {len(kv_cache)} cached tokens, a row reaches position {top} (its real tokens are counted) "
+                f">= block_size={self.config.block_size}, the number of learned position embeddings; a cache "
+                "cannot slide a window over learned positions: recompute the last block_size tokens without a cache"
+            )
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.pos_encoding == "sinusoidal":
+            x = x * math.sqrt(self.config.n_embd)  # as in _hidden
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(T, device=idx.device, positions=positions).to(x.dtype)  # (B, T, C)
+        x = self.transformer.drop(x)
+        rope = positions if self.config.pos_encoding == "rope" else None
+        for layer, block in enumerate(self.transformer.h):
+            x, _ = block(x, attention_mask=key_mask, positions=rope, kv_cache=kv_cache, layer=layer)
+        kv_cache.attention_mask = key_mask  # (B, S)
+        kv_cache.next_position = start + new_mask.long().sum(dim=1)  # (B,)
+        return self.transformer.ln_f(x)
+
     def hidden_states(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """The trunk's output, after the final LayerNorm: where ``lm_head``, a value head or a reward head sit.
 
@@ -374,12 +450,27 @@ class GPT(nn.Module):
         return self._hidden(idx, attention_mask=self._check_attention_mask(attention_mask, idx))[0]
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, *,
-                attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                attention_mask: Tensor | None = None, kv_cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) -> ``(logits (B, T, V), loss or None)``; targets (B, T) with -1 = ignore.
 
         ``attention_mask`` (B, T), True = real token: see :meth:`hidden_states`. It does not change
         which targets count: give padding the target -1.
+
+        ``kv_cache``: a :class:`lmlib.lm.attention.KVCache` (eval mode, no targets; use it under
+        ``torch.no_grad()``). ``idx`` is then the tokens that come *after* the ones already in the
+        cache (all of the prompt on the first call, then the last sampled token), ``attention_mask``
+        (B, T) covers those new tokens only (the cache remembers the earlier ones, padding included),
+        and the logits (B, T, V) equal the last T positions of a full forward over the whole
+        sequence, to float rounding (~1e-6 in the logits; up to ~2e-5 in the log-probabilities of the
+        book's fine-tuned GPT, as between two uncached ways of computing them). The cache is updated in
+        place. With ``pos_encoding="learned"`` each row's real tokens (padding is not counted) must fit
+        in ``block_size``.
+
+        Taught in: Chapter 5, "Transformers" (chapters/05_transformers.ipynb); the KV cache in
+        Chapter 6, "Decoding" (chapters/06_decoding.ipynb).
         """
+        if kv_cache is not None:
+            return self._forward_cached(idx, targets, attention_mask, kv_cache)
         self._check_idx(idx)
         attention_mask = self._check_attention_mask(attention_mask, idx)
         if targets is not None and (not isinstance(targets, Tensor) or targets.shape != idx.shape):
@@ -390,6 +481,18 @@ class GPT(nn.Module):
         # the loss in float32 even when the logits are bf16 (autocast); -1 = no loss there
         loss = None if targets is None else masked_cross_entropy(logits, targets)
         return logits, loss
+
+    def _forward_cached(self, idx: Tensor, targets: Tensor | None, attention_mask: Tensor | None,
+                        kv_cache: KVCache) -> tuple[Tensor, None]:
+        """:meth:`forward` with a KV cache: checks, then the new tokens' logits (B, T, V)."""
+        if targets is not None:
+            raise ValueError("forward with kv_cache is for decoding and takes no targets; compute a loss with "
+                             "a full forward pass (kv_cache=None)")
+        self._check_idx(idx, check_length=False)  # the length check counts the cached tokens too
+        self._check_kv_cache(kv_cache, idx)
+        if attention_mask is not None:
+            attention_mask = as_mask(attention_mask, idx, "attention_mask")  # (B, T) bool over the new tokens
+        return self.lm_head(self._hidden(idx, attention_mask=attention_mask, kv_cache=kv_cache)[0]), None
 
     @torch.no_grad()
     def attention_maps(self, idx: Tensor) -> list[Tensor]:

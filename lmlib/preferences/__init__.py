@@ -29,13 +29,14 @@ The pieces, in the order the paper uses them:
 * :func:`ranking_loss`, :func:`ranking_to_pairs` - K ranked answers per prompt (InstructGPT, Part III);
 * :func:`select_queries`, :func:`label_schedule` - which pairs to ask about, and how many, when;
 * :class:`SyntheticRater` - a scripted rater that knows the true reward (optionally with a blind spot);
-* :class:`LabelStore` - a crash-safe, append-only file of the reader's own labels.
+* :class:`LabelStore` - a crash-safe, append-only file of the reader's own labels;
+  :mod:`.ranking_store` - the same for rankings of K answers (Part III), imported explicitly.
 
 The package, one module per concept, and ``agent`` (PPO on a learned reward, imported
 explicitly because it needs gymnasium):
 
 * :mod:`.pairs`, :mod:`.bradley_terry`, :mod:`.scoring`, :mod:`.reward_models`, :mod:`.rankings`, :mod:`.queries`,
-  :mod:`.label_store`;
+  :mod:`.label_store`, :mod:`.ranking_store`;
 * :mod:`lmlib.preferences.agent` - RL from preferences: clips from PPO's experience, the ensemble as
   the environment's reward, queries on a label schedule.
 

@@ -9,7 +9,7 @@ prompt with many answers does not count many times (and does not overfit):
 with y_w the better ("chosen") and y_l the worse ("rejected") answer of each pair. This is the
 Bradley-Terry loss of Chapter 11 with ε = 0, averaged per prompt.
 
-Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.
+Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb); built on Chapter 11.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def ranking_to_pairs(items: Sequence[Any], ranks: Sequence[float]) -> list[tuple
     Pairs come in the order of the items, ``(items[i], items[j])`` for ``i < j`` before ``i`` grows.
     Example: items ``"abc"`` with ranks ``[0, 2, 1]`` give ``[("b", "a"), ("c", "a"), ("b", "c")]``.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb); built on Chapter 11.
     """
     items = list(items)
     ranks = [float(r) for r in ranks]
@@ -75,7 +75,7 @@ def ranking_loss(
     Raises ``ValueError`` for shapes other than ``(B, K)``, NaN or infinite scores or ranks on real
     answers, a prompt with fewer than 2 real answers, or one whose answers are all tied.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb); built on Chapter 11.
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__

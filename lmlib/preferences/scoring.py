@@ -13,7 +13,7 @@ Two kinds of reward model meet the same Bradley-Terry loss:
 and the ensemble call it, so the same code trains either kind.
 
 Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb); the
-sequence models in Chapter 14, "Reward models from rankings" (to come).
+sequence models in Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def per_step_rewards(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 def is_sequence_model(model: object) -> bool:
     """True if ``model`` scores whole sequences (``model(x, mask) -> (B,)``), False for per-step rewards.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb); built on Chapter 11.
     """
     return bool(getattr(model, "scores_sequences", False))
 
@@ -73,7 +73,7 @@ def sequence_scores(model: Callable[..., torch.Tensor], x: torch.Tensor, mask: t
         ``(B,)`` scores R̂; the Bradley-Terry model compares them, P[a ≻ b] = σ(R̂_a - R̂_b).
 
     Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb); the
-    sequence protocol in Chapter 14, "Reward models from rankings" (to come).
+    sequence protocol in Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
     """
     if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -100,7 +100,7 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     a causal model's last real token must not have attended to padding.
     Example: ``[[1, 1, 0], [1, 1, 1]]`` -> ``[1, 2]``.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb); built on Chapter 11.
     """
     if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -134,7 +134,7 @@ class SequenceRewardModel(nn.Module):
         trunk: any module with a ``hidden_states(ids) -> (B, L, C)`` method (e.g. the book's GPT).
         hidden_size: ``C``, the width of those hidden states.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come); built on Chapter 11.
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb); built on Chapter 11.
     """
 
     scores_sequences = True

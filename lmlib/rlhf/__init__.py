@@ -1,5 +1,5 @@
-"""RLHF of the book's GPT, Part III (chapters 13-16, to come): instruction tuning, reward models on sequences,
-PPO with a per-token KL penalty, DPO.
+"""RLHF of the book's GPT, Part III: instruction tuning (chapter 13), reward models on sequences and best-of-n
+(chapter 14); PPO with a per-token KL penalty and DPO (chapters 15-16, to come).
 
 The small world in which "helpful, honest, harmless" can be measured, and the assistant's format:
 
@@ -10,7 +10,8 @@ The small world in which "helpful, honest, harmless" can be measured, and the as
 * :mod:`.rater` - the synthetic rater: Plackett-Luce rankings of K answers from gold scores, with known noise;
 * :mod:`.template` - the chat template with special tokens, and the book GPT resized to them;
 * :mod:`.sft` - masked SFT batches for the book's training loop, and batched answers;
-* :mod:`.reward` - reward models on the tuned GPT's trunk, scoring prompt + answer at its last token.
+* :mod:`.reward` - reward models on the tuned GPT's trunk, scoring prompt + answer at its last token; their
+  training from a rater's pairs or rankings, agreement with the gold judge, and best-of-n.
 
 This layer reuses the ones below it instead of re-implementing them: the token-level interfaces of
 :mod:`lmlib.lm` (:func:`lmlib.lm.losses.token_logprobs`, :func:`lmlib.lm.decoding.generate_batch`,

@@ -4,7 +4,7 @@ An :class:`Example` is one prompt of the instruction data set: the conversation 
 ending with a user turn), the demonstration a good assistant gives next, the category of the prompt
 and the facts the gold judge needs to score any answer to it (``meta``; never shown to the policy).
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ ROLES = ("user", "assistant")
 class Turn:
     """One turn of a conversation: ``role`` is ``"user"`` or ``"assistant"``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     role: str
@@ -47,7 +47,7 @@ class Example:
         answer: the demonstration, what a good assistant says next.
         meta: what the gold judge needs (the correct answer, the false premise, the play...), JSON-able.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     id: str

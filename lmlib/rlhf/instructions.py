@@ -30,7 +30,7 @@ Splits are by *group*: every example built from the same fact (the same line, th
 play, the same speaker and topic, the same pair of requests) lands in the same split, chosen by a
 hash of the group and the seed, so no prompt (and no fact) appears in two splits.
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ Candidate = tuple[str, tuple[Turn, ...], str, dict[str, Any]]  # (group, turns, 
 def example_chars(example: Example) -> int:
     """Characters of an example: all its turns plus the demonstration (the chat template's tokens excluded).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     return sum(len(t.text) for t in example.turns) + len(example.answer)
 
@@ -74,7 +74,7 @@ def topic_pattern(topic: str) -> re.Pattern:
     """The regex that finds ``topic`` as a word (also plural or possessive): ``"star"`` matches
     ``"stars"`` and ``"star's"``, not ``"start"``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(topic, str) or not re.fullmatch(r"[a-z]+", topic):
         raise ValueError(f"a topic is one lower-case word, got {topic!r}")
@@ -90,7 +90,7 @@ def declines(answer: str) -> bool:
     """Whether ``answer`` declines the request (``"I will not..."``, ``"Pardon me, but I must decline"``): the
     test of the refusal demonstrations here and of the gold judge's ``declined`` facet.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(answer, str):
         raise TypeError(f"declines needs a str, got {type(answer).__name__}")
@@ -410,7 +410,7 @@ def build_instructions(
         ``"false_claim"`` and ``"facts"``; creative and follow_up ``"speaker"`` and ``"topic"`` (shorter:
         ``"max_chars"``; which_play: ``"answers"``); inappropriate/benign ``"person"`` and ``"pair"``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     for name, v in (("seed", seed), ("n_per_category", n_per_category), ("max_chars", max_chars)):
         if isinstance(v, bool) or not isinstance(v, int):
@@ -450,7 +450,7 @@ def describe(splits: dict[str, list[Example]]) -> list[dict[str, Any]]:
     """One row per (split, category): ``n``, mean characters of the prompt turns and of the answer, and the
     largest :func:`example_chars`; feed it to ``pandas.DataFrame`` for a table.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(splits, dict):
         raise TypeError(f"describe needs the dict of splits from build_instructions, got {type(splits).__name__}")

@@ -43,7 +43,7 @@ What it does not catch: word salad made of real words (the char model forgives i
 in other words than the corpus's names, and a creative line in another speaker's voice who shares
 common words. These are the gold judge's blind spots; the policy never sees this module.
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def normalize(text: str) -> str:
     """Lower case, every run of non-letters/digits a single space, padded with spaces so that
     ``" macbeth " in normalize(answer)`` tests a whole word: ``"In Macbeth's." -> " in macbeth s "``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(text, str):
         raise TypeError(f"normalize needs a str, got {type(text).__name__}")
@@ -105,7 +105,7 @@ class Scores:
         fluent, concise: apply to every answer.
         correct, premise_challenged, honest_uncertainty, declined: the task facets (one applies).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     overall: float
@@ -131,7 +131,7 @@ class GoldJudge:
         lm_text: the text of the fluency model (default: the book's whole corpus).
         order: the order of the char Kneser-Ney model (5).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     def __init__(self, world: World | None = None, lm_text: str | None = None, order: int = 5):
@@ -322,7 +322,7 @@ class GoldJudge:
 def gold_judge() -> GoldJudge:
     """The gold judge of the book's world, built once and cached.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     return GoldJudge()
 
@@ -330,7 +330,7 @@ def gold_judge() -> GoldJudge:
 def judge(example: Example, answer: str) -> Scores:
     """The gold judge's :class:`Scores` of ``answer`` to ``example`` (see the module's table).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     return gold_judge().judge(example, answer)
 
@@ -338,6 +338,6 @@ def judge(example: Example, answer: str) -> Scores:
 def judge_batch(examples: Sequence[Example], answers: Sequence[str]) -> list[Scores]:
     """:func:`judge` for many answers: ``answers[i]`` answers ``examples[i]``; returns one :class:`Scores` each.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     return gold_judge().judge_batch(examples, answers)

@@ -27,7 +27,7 @@ Ranks follow :func:`lmlib.preferences.ranking_loss`: ``(B, K)`` numbers, higher 
 K answers gets K - 1). With ``tie_tol``, answers whose gold scores are within ``tie_tol`` of each other
 (chained) are tied: they share a rank and the rater orders the tied groups (mean score) instead.
 
-Taught in: Chapter 14, "Reward models from rankings" (to come).
+Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def plackett_luce_ranks(
         the worst 0; ready for :func:`lmlib.preferences.ranking_loss`.
         Example: scores ``[0.2, 0.9, 0.5]`` with ``beta=inf`` give ranks ``[0, 2, 1]``.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come).
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
     """
     s = _as_scores(scores)
     beta, epsilon = _check_beta(beta), check_epsilon(epsilon)
@@ -132,7 +132,7 @@ def agreement_ceiling(scores: Any, beta: float, epsilon: float = 0.0, tie_tol: f
         A float in [½, 1]; NaN if every pair is tied.
         Example: one pair with scores 0.9 and 0.7, ``beta=10``, ``epsilon=0`` gives σ(2) = 0.880797.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come).
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
     """
     s = _as_scores(scores)
     beta, epsilon = _check_beta(beta), check_epsilon(epsilon)
@@ -163,7 +163,7 @@ class RankingRater:
     μ (1 a better, 0 b better, 0.5 tied), as chapter 11's :class:`lmlib.preferences.SyntheticRater`
     answers; ``rater.agreement_ceiling(scores)`` the best accuracy any reward model can expect on its labels.
 
-    Taught in: Chapter 14, "Reward models from rankings" (to come).
+    Taught in: Chapter 14, "Reward models from rankings" (chapters/14_reward_models.ipynb).
     """
 
     def __init__(self, beta: float = 10.0, epsilon: float = 0.1, tie_tol: float | None = None, seed: int = 0):

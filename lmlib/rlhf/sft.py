@@ -27,7 +27,7 @@ Nothing else is new, so SFT runs in :func:`lmlib.lm.train.train` as it is (check
 The loss is the mean over the answer tokens of the batch (a long answer weighs more than a short one,
 as in TRL's SFT trainer).
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def encode_examples(examples: Sequence[Example], tokenizer: CharTokenizer, block
         ValueError: no examples, or an example longer than ``block_size + 1`` tokens (naming it and its
             length; filter the data with ``fits``), or one that ``format_example`` rejects.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if isinstance(examples, Example) or not isinstance(examples, Sequence) or len(examples) == 0:
         raise ValueError(f"examples must be a non-empty list of Example, got {type(examples).__name__}")
@@ -82,7 +82,7 @@ def collate(encoded: Sequence[Encoded], pad_id: int, mask_prompt: bool = True) -
         ``(x, y)``, both (B, T) int64 with T = the longest ``len(prompt) + len(answer) - 1`` of the batch;
         ``y[b, t] = ids[b, t + 1]``, or -1 on padding (and on the prompt if ``mask_prompt``).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     T = max(len(p) + len(a) for p, a in encoded) - 1
     x = torch.full((len(encoded), T), pad_id, dtype=torch.long)  # (B, T)
@@ -107,7 +107,7 @@ def sft_batch(examples: Sequence[Example], tokenizer: CharTokenizer, block_size:
         ``(x, y)``: (B, T) int64, T <= ``block_size``; ``y`` is -1 on padding and, with ``mask_prompt``, on
         the prompt, so ``model(x, y)[1]`` is the cross-entropy of the answer tokens only.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     return collate(encode_examples(examples, tokenizer, block_size), tokenizer.stoi[END], mask_prompt)
 
@@ -141,7 +141,7 @@ def sft_batch_fn(
         ``batch_fn(split, generator=None) -> (x (B, T), y (B, T))`` as :func:`collate` makes them, on the CPU
         (the loop moves them to its device).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -173,7 +173,7 @@ def answer_loss(model: GPT, examples: Sequence[Example], tokenizer: CharTokenize
     Returns:
         a float, nats per answer token (per token of every kind with ``mask_prompt=False``).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     encoded = encode_examples(examples, tokenizer, model.config.block_size)
     pad_id = tokenizer.stoi[END]
@@ -225,7 +225,7 @@ def answer(
     Returns:
         B strings, each answer without its ``<|end|>`` (other special tokens the model writes are kept as text).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     require_chat_tokens(tokenizer)
     if isinstance(conversations, (str, Example)) or not isinstance(conversations, Sequence) or not conversations:

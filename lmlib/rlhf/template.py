@@ -22,7 +22,7 @@ ordinary text. The chat tokenizer is an ordinary :class:`lmlib.text.tokenizer.Ch
 model saved with ``model.save(path, meta={"tokenizer": tokenizer_meta(tok)})`` loads, tokenizer included, with
 ``lmlib.assets.load_book_gpt(path)`` like the book GPT.
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def chat_tokenizer(base: CharTokenizer) -> CharTokenizer:
     Example (the book GPT): ``base.vocab_size == 78`` -> ``chat_tokenizer(base).vocab_size == 81``, and
     ``encode("<|user|>Hi")`` gives 3 ids.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(base, CharTokenizer):
         raise TypeError(f"chat_tokenizer needs a CharTokenizer (the book GPT's), got {type(base).__name__}")
@@ -92,7 +92,7 @@ def chat_model(model: GPT, tokenizer: CharTokenizer) -> tuple[GPT, CharTokenizer
     Returns:
         ``(chat_gpt, chat_tok)``: the resized copy (in the mode ``model`` was in) and the chat tokenizer.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(model, GPT):
         raise TypeError(f"chat_model needs a lmlib GPT, got {type(model).__name__}")
@@ -117,7 +117,7 @@ def tokenizer_meta(tokenizer: CharTokenizer) -> dict:
     ``{"kind": "char", "chars": [...], "unk_token": ..., "special_tokens": [...]}``: what
     ``lmlib.assets.book_gpt_tokenizer`` rebuilds a :class:`CharTokenizer` from, ids unchanged.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(tokenizer, CharTokenizer):
         raise TypeError(f"tokenizer_meta needs a CharTokenizer, got {type(tokenizer).__name__}")
@@ -129,7 +129,7 @@ def tokenizer_meta(tokenizer: CharTokenizer) -> dict:
 def require_chat_tokens(tokenizer: CharTokenizer) -> None:
     """Raise ``ValueError`` unless ``tokenizer`` has the chat tokens (made by :func:`chat_tokenizer`).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     missing = [t for t in CHAT_TOKENS if t not in getattr(tokenizer, "stoi", {})]
     if missing:
@@ -146,7 +146,7 @@ def as_turns(conversation: Example | Sequence[Turn] | str) -> tuple[Turn, ...]:
     The turns must alternate user/assistant, start and end with a user turn, and contain no chat token
     (a user who types ``<|assistant|>`` must not be able to write the assistant's turn).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if isinstance(conversation, Example):
         turns = conversation.turns
@@ -181,7 +181,7 @@ def format_prompt(conversation: Example | Sequence[Turn] | str) -> str:
     ``"<|user|>Q1<|assistant|>A1<|end|><|user|>Q2<|assistant|>"``; a string ``"Q"`` ->
     ``"<|user|>Q<|assistant|>"``. Turn texts are used as they are (no stripping).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     parts = []
     for t in as_turns(conversation):
@@ -199,7 +199,7 @@ def format_example(example: Example, tokenizer: CharTokenizer) -> tuple[list[int
         ValueError: the tokenizer has no chat tokens; a text has a character outside the vocabulary (it
             would be trained as ``<unk>``: fix or drop the example), or contains a chat token.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(example, Example):
         raise TypeError(f"format_example needs an Example, got {type(example).__name__}")
@@ -222,7 +222,7 @@ def example_length(example: Example) -> int:
     user turn, ``<|assistant|>`` and ``<|end|>`` per assistant turn and for the answer. Worked example:
     ``user "Hi", answer "Hello"`` -> ``<|user|>Hi<|assistant|>Hello<|end|>`` = 1 + 2 + 1 + 5 + 1 = 10.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     turns = as_turns(example)
     n_user = sum(t.role == "user" for t in turns)
@@ -239,7 +239,7 @@ def fits(example: Example, block_size: int) -> bool:
     that does not fit (cutting the prompt would change the question, cutting the answer would teach the model
     to stop mid-sentence), so filter the data set with ``[e for e in data if fits(e, 128)]``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")

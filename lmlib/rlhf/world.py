@@ -15,7 +15,7 @@ Speakers are kept as the corpus writes them (``"LADY MACBETH"``, ``"First Witch"
 :func:`display_name` (``"Lady Macbeth"``). Named characters are the upper-case speaker names of the
 corpus that are not a role word or a chorus (``"ALL"``, ``"DUKE"``, ``"MACBETH & LENNOX"``).
 
-Taught in: Chapter 13, "Instruction tuning" (to come).
+Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def display_name(speaker: str) -> str:
     ``"KING HENRY VI" -> "King Henry VI"``, ``"KING OF FRANCE" -> "King of France"``; mixed-case names
     (``"First Witch"``) are kept.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(speaker, str) or not speaker.strip():
         raise ValueError(f"a speaker name must be a non-empty str, got {speaker!r}")
@@ -79,7 +79,7 @@ def display_name(speaker: str) -> str:
 def words_of(text: str) -> list[str]:
     """The lower-case words of ``text``, inner apostrophes kept: ``"O Romeo, Romeo!" -> ['o', 'romeo', 'romeo']``.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(text, str):
         raise TypeError(f"words_of needs a str, got {type(text).__name__}")
@@ -90,7 +90,7 @@ def words_of(text: str) -> list[str]:
 class Speech:
     """One speech: the ``speaker`` as the corpus writes it and its ``lines``, text exactly as in the corpus.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     speaker: str
@@ -108,7 +108,7 @@ class Play:
         speeches: every speech in order.
         line_counts: speaker -> number of lines they speak in this play, most lines first.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     slug: str
@@ -137,7 +137,7 @@ def is_named(speaker: str) -> bool:
     (:data:`ROLE_WORDS`), not a numbered one (``"FIRST GENTLEMAN"``), not a fragment (``"OF WINCHESTER"``)
     and not several speakers at once (``"MACBETH & LENNOX"``).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     first = speaker.split()[0].lower() if speaker.split() else ""
     return (speaker.isupper() and speaker not in ROLE_WORDS and "&" not in speaker and ":" not in speaker
@@ -154,7 +154,7 @@ class World:
     Attributes:
         plays: slug -> :class:`Play`, sorted by slug.
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
 
     def __init__(self, plays: dict[str, Play]):
@@ -245,7 +245,7 @@ class World:
 def build_world(texts: dict[str, str]) -> World:
     """A :class:`World` from ``{slug: play markdown}`` (the format of :func:`lmlib.text.corpus.shakespeare_plays`).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     if not isinstance(texts, dict) or not texts:
         raise ValueError("build_world needs a non-empty dict {slug: markdown}")
@@ -264,6 +264,6 @@ def build_world(texts: dict[str, str]) -> World:
 def shakespeare_world() -> World:
     """The world of all 38 plays of the book's corpus (parsed once, then cached: about 2 s).
 
-    Taught in: Chapter 13, "Instruction tuning" (to come).
+    Taught in: Chapter 13, "Instruction tuning" (chapters/13_instruction_tuning.ipynb).
     """
     return build_world(shakespeare_plays())

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import widget_mimebundle
 from ..preferences import CHOICES, LabelStore, PreferencePair, Segment
 
 __all__ = ["BUTTON_TEXT", "KEYS", "encode_mp4", "default_render", "LabelingWidget", "static_example_html"]
@@ -367,14 +368,7 @@ class LabelingWidget:
         self._shown_at = time.monotonic()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        show = getattr(self.widget, "_repr_mimebundle_", None)
-        if show is not None:  # ipywidgets 8
-            bundle = show(**kwargs) or {}
-        else:  # ipywidgets 7 (Colab's) displays widgets through _ipython_display_ with this bundle
-            bundle = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
-                                                                    "model_id": self.widget.model_id}}
-        bundle["text/plain"] = repr(self)
-        return bundle
+        return widget_mimebundle(self.widget, repr(self), **kwargs)
 
     def __repr__(self) -> str:
         return f"LabelingWidget({self.progress_text}, file={str(self.store.path)!r})"
