@@ -9,7 +9,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .._io import append_durably
 from .pairs import CHOICES, PreferencePair
@@ -42,6 +42,50 @@ def _validate_record(obj: Any) -> str | None:
     return None
 
 
+def read_records(path: Path, problem_of: Callable[[Any], str | None], what: str) -> list[dict]:
+    """The records of an append-only JSON-lines file written by a crash-safe store, repaired after a crash.
+
+    ``problem_of(record)`` says what is wrong with a parsed line (``None``: nothing). A bad *last* line is
+    what a crash mid-write leaves: it is cut off the file, kept in ``<path>.torn`` and reported with a
+    ``RuntimeWarning``; a bad line anywhere else raises :class:`LabelFileError` naming the file and line.
+    A complete last record whose newline never got written gets one. A missing file has no records.
+    ``what`` names a record in the messages ("label", "ranking").
+
+    Taught in: Chapter 11, "Learning rewards from human preferences" (chapters/11_preferences.ipynb).
+    """
+    data = path.read_bytes() if path.exists() else b""
+    records, good_end, offset = [], 0, 0
+    lines = data.split(b"\n")  # lines[-1] follows the last newline: b"" for a complete file
+    for i, raw in enumerate(lines):
+        end = offset + len(raw) + (1 if i < len(lines) - 1 else 0)
+        last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
+        if raw.strip():
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+                problem = problem_of(obj)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problem = f"not valid JSON ({exc})"
+            if problem is not None and not last:
+                raise LabelFileError(f"{path}, line {i + 1}: malformed {what} record: {problem}. Only a crash-torn "
+                                     f"LAST line is skipped automatically; fix or delete line {i + 1} by hand (the "
+                                     f"other {what}s are fine).")
+            if problem is not None:
+                torn = data[good_end:]
+                backup = path.with_name(path.name + ".torn")
+                append_durably(backup, torn + (b"" if torn.endswith(b"\n") else b"\n"))
+                os.truncate(path, good_end)
+                warnings.warn(f"{path}: ignored a torn last line (line {i + 1}: {problem:.200}), probably a crash "
+                              f"while a {what} was being written; it was moved to {backup}. All earlier {what}s "
+                              "were kept.", RuntimeWarning, stacklevel=4)
+                data = data[:good_end]
+                break
+            records.append(obj)
+        good_end = offset = end
+    if data and not data.endswith(b"\n"):  # a complete last record whose newline never got written
+        append_durably(path, b"\n")
+    return records
+
+
 class LabelStore:
     """The reader's answers, one JSON object per line, appended to a file and never rewritten.
 
@@ -71,58 +115,8 @@ class LabelStore:
 
     # -- reading
     def _load(self) -> None:
-        self._records = []
-        if not self.path.exists():
-            self._size = 0
-            return
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        # lines[-1] is what follows the last newline: b"" for a complete file.
-        records, good_end, last = [], 0, len(lines) - 1
-        offset = 0
-        for i, raw in enumerate(lines):
-            line_end = offset + len(raw) + (1 if i < last else 0)
-            is_last = i == last or (i == last - 1 and lines[last] == b"")
-            if raw.strip() == b"":
-                offset = line_end
-                if i < last:
-                    good_end = line_end
-                continue
-            problem = None
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-                problem = _validate_record(obj)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                problem = f"not valid JSON ({exc})"
-            if problem is None:
-                records.append(obj)
-                good_end = line_end
-            elif is_last:
-                self._repair(data, good_end, i + 1, problem)
-                data = data[:good_end]
-                break
-            else:
-                raise LabelFileError(
-                    f"{self.path}, line {i + 1}: malformed label record: {problem}. Only a crash-torn LAST line is "
-                    f"skipped automatically; fix or delete line {i + 1} by hand (the other labels are fine)."
-                )
-            offset = line_end
-        if data and not data.endswith(b"\n"):  # complete last record whose newline never got written
-            append_durably(self.path, b"\n")
-        self._records = records
-        self._size = self.path.stat().st_size
-
-    def _repair(self, data: bytes, good_end: int, lineno: int, problem: str) -> None:
-        torn = data[good_end:]
-        backup = self.path.with_name(self.path.name + ".torn")
-        append_durably(backup, torn + (b"" if torn.endswith(b"\n") else b"\n"))
-        os.truncate(self.path, good_end)
-        warnings.warn(
-            f"{self.path}: ignored a torn last line (line {lineno}: {problem}), probably a crash while a label "
-            f"was being written; it was moved to {backup}. All earlier labels were kept.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        self._records = read_records(self.path, _validate_record, "label")
+        self._size = self.path.stat().st_size if self.path.exists() else 0
 
     def labels(self) -> list[dict]:
         """All stored records in file order (copies)."""

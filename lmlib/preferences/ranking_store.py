@@ -38,7 +38,6 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._io import append_durably
-from .label_store import LabelFileError
+from .label_store import read_records
 from .rankings import ranking_to_pairs
 
 __all__ = ["MIN_ANSWERS", "MAX_ANSWERS", "RANKING_CHOICES", "RankingTask", "check_ranks", "places_to_ranks",
@@ -296,40 +295,8 @@ class RankingStore:
 
     # -- reading
     def _load(self) -> None:
-        data = self.path.read_bytes() if self.path.exists() else b""
-        records, good_end, offset = [], 0, 0
-        lines = data.split(b"\n")  # lines[-1] follows the last newline: b"" for a complete file
-        for i, raw in enumerate(lines):
-            end = offset + len(raw) + (1 if i < len(lines) - 1 else 0)
-            last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
-            if raw.strip():
-                try:
-                    obj = json.loads(raw.decode("utf-8"))
-                    problem = _record_problem(obj)
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    problem = f"not valid JSON ({exc})"
-                if problem is not None and not last:
-                    raise LabelFileError(f"{self.path}, line {i + 1}: malformed ranking record: {problem}. Only a "
-                                         f"crash-torn LAST line is skipped automatically; fix or delete line {i + 1} "
-                                         "by hand (the other rankings are fine).")
-                if problem is not None:
-                    self._set_aside(data[good_end:], i + 1, problem)
-                    os.truncate(self.path, good_end)
-                    data = data[:good_end]
-                    break
-                records.append(obj)
-            good_end = offset = end
-        if data and not data.endswith(b"\n"):  # a complete last record whose newline never got written
-            append_durably(self.path, b"\n")
-        self._records = records
+        self._records = read_records(self.path, _record_problem, "ranking")
         self._size = self.path.stat().st_size if self.path.exists() else 0
-
-    def _set_aside(self, torn: bytes, lineno: int, problem: str) -> None:
-        backup = self.path.with_name(self.path.name + ".torn")
-        append_durably(backup, torn + (b"" if torn.endswith(b"\n") else b"\n"))
-        warnings.warn(f"{self.path}: ignored a torn last line (line {lineno}: {problem:.200}), probably a crash while "
-                      f"a ranking was being written; it was moved to {backup}. All earlier rankings were kept.",
-                      RuntimeWarning, stacklevel=4)
 
     def _refresh(self) -> None:  # another store on the same file (a re-run cell) may have appended meanwhile
         size = self.path.stat().st_size if self.path.exists() else 0
