@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmlib.assets import ASSETS, load_sft_gpt, manifest_add, manifest_sha256, write_results
+from lmlib._io import sha256_file
+from lmlib.assets import ASSETS, book_gpt_tokenizer, load_sft_gpt, manifest_add, manifest_sha256, write_results
 from lmlib.checkpoint import load_checkpoint
 from lmlib.lm.gpt import GPT
 from lmlib.rlhf.chat import CATEGORIES
@@ -161,8 +162,8 @@ def candidates(model: GPT, tok, prompts: list, r: RewardRecipe, seed: int) -> di
             "length": [[len(a) for a in row] for row in answers]}
 
 
-def cached_candidates(model, tok, prompts: list, r: RewardRecipe, seed: int, path: Path) -> dict:
-    key = {"sft_gpt_sha256": manifest_sha256("sft_gpt.safetensors"), "ids": [e.id for e in prompts], "K": r.K,
+def cached_candidates(model, tok, prompts: list, r: RewardRecipe, seed: int, path: Path, sft_sha256: str) -> dict:
+    key = {"sft_gpt_sha256": sft_sha256, "ids": [e.id for e in prompts], "K": r.K,
            "temperatures": list(r.temperatures), "max_new_tokens": r.max_new_tokens, "gen_batch": r.gen_batch, "seed": seed}
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--trainable-layers", type=int, default=None, help="top GPT blocks fine-tuned (default 1)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate of the tuned blocks (default 1e-4)")
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch model")
+    ap.add_argument("--seeds", type=int, default=None, help="training seeds per condition and budget (default 3)")
+    ap.add_argument("--sft", type=Path, default=None,
+                    help="an instruction-tuned GPT written by recipes/sft.py (default: the shipped one)")
     ap.add_argument("--seed", type=int, default=0, help="seeds prompts, candidates, rater and training")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=ASSETS, help="where the results ship (default lmlib/assets)")
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     r = RewardRecipe.quick() if args.quick else RewardRecipe()
     over = {"budgets": tuple(args.budgets) if args.budgets else None, "train_prompts": args.train_prompts,
             "heldout_prompts": args.heldout_prompts, "epochs": args.epochs,
-            "trainable_layers": args.trainable_layers, "lr": args.lr}
+            "trainable_layers": args.trainable_layers, "lr": args.lr, "seeds": args.seeds}
     r = replace(r, **{k: v for k, v in over.items() if v is not None})
     command = "python recipes/reward_model.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     t_start = time.perf_counter()
@@ -216,14 +220,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- 1. candidates
     data = build_instructions(seed=DATA_SEED)
-    sft, tok = load_sft_gpt()
+    if args.sft is None:
+        sft, tok = load_sft_gpt()
+        sft_sha = manifest_sha256("sft_gpt.safetensors")
+    else:  # checked against its .sha256 sidecar
+        sft, tok = GPT.from_checkpoint(args.sft).eval(), book_gpt_tokenizer(load_checkpoint(args.sft).meta)
+        sft_sha = sha256_file(args.sft)
     pad_id = tok.stoi[END]
     train_p = pick(data["train"], r.train_prompts, args.seed, stratify=False)
     held_p = pick(data["val"], r.heldout_prompts, args.seed, stratify=True)
     print(f"reward models on the SFT GPT ({sft.num_params():,} parameters): {len(train_p)} train / "
           f"{len(held_p)} held-out prompts x K={r.K}; {r}", flush=True)
-    cand = {"train": cached_candidates(sft, tok, train_p, r, args.seed, work / f"{tag}candidates_train.json"),
-            "heldout": cached_candidates(sft, tok, held_p, r, args.seed + 1, work / f"{tag}candidates_heldout.json")}
+    cand = {"train": cached_candidates(sft, tok, train_p, r, args.seed, work / f"{tag}candidates_train.json",
+                                       sft_sha),
+            "heldout": cached_candidates(sft, tok, held_p, r, args.seed + 1, work / f"{tag}candidates_heldout.json",
+                                         sft_sha)}
     enc = {s: [encode_answers(tok, [e] * r.K, cand[s]["answers"][i], sft.config.block_size, cand[s]["ended"][i])
                for i, e in enumerate(ps)] for s, ps in (("train", train_p), ("heldout", held_p))}
     gold = {s: np.array(cand[s]["gold"]) for s in cand}
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name == ship_name:
             save_reward_model(model, ship_path, meta={
                 "tokenizer": tokenizer_meta(tok), "recipe": asdict(r), "run": name, "agreement": ev["agreement"],
-                "base": "lmlib/assets/sft_gpt.safetensors", "command": command})
+                "base": str(args.sft or "lmlib/assets/sft_gpt.safetensors"), "command": command})
             ev["heldout_reward"] = reward.round(5).tolist()
         done[name] = {"init": init, "condition": c, "budget": B, "seed": s, "comparisons": n_labels(c, B, r.K) * (
             1 if c == "pairs" else math.comb(r.K, 2)), **fit, **ev}

@@ -45,7 +45,7 @@ from ..text.tokenizer import CharTokenizer
 __all__ = ["ASSETS", "BOOK_GPT", "load_book_gpt", "book_gpt_info", "book_gpt_tokenizer", "manifest_sha256",
            "AGENTS", "load_agent", "agent_results", "agent_video", "manifest_add", "preference_results",
            "preference_video", "read_results", "write_results", "SFT_GPT", "load_sft_gpt",
-           "REWARD_GPT", "load_reward_gpt"]
+           "REWARD_GPT", "load_reward_gpt", "PPO_GPT", "load_ppo_gpt"]
 
 ASSETS = Path(__file__).resolve().parent
 """Folder of the files that ship inside lmlib (checkpoints and their manifest)."""
@@ -55,6 +55,8 @@ SFT_GPT = ASSETS / "sft_gpt.safetensors"
 """Where the instruction-tuned GPT of ``recipes/sft.py`` lives."""
 REWARD_GPT = ASSETS / "reward_gpt.safetensors"
 """The reward model of Chapter 14 (``recipes/reward_model.py``): the tuned GPT's trunk with a scalar head."""
+PPO_GPT = ASSETS / "ppo_gpt.safetensors"
+"""The tuned GPT after RLHF with PPO against the reward model (``recipes/rlhf_ppo.py``, Chapter 15)."""
 MANIFEST = ASSETS / "MANIFEST.json"
 
 
@@ -219,6 +221,19 @@ def load_reward_gpt(*, map_location: str = "cpu"):
     model, meta = load_reward_model(REWARD_GPT, expected_sha256=manifest_sha256(REWARD_GPT.name),
                                     map_location=map_location)
     return model, book_gpt_tokenizer(meta)
+
+
+def load_ppo_gpt(*, map_location: str = "cpu") -> tuple[GPT, CharTokenizer]:
+    """The instruction-tuned GPT after RLHF with PPO against the chapter-14 reward model (the first headline run
+    of ``recipes/rlhf_ppo.py``), checksums verified: ``(model, tokenizer)``, the model in eval mode.
+
+    Its training curves, held-out evaluations and the other runs are in ``ppo_results.json``.
+
+    Taught in: Chapter 15, "RLHF with PPO and a KL penalty" (chapters/15_rlhf_ppo.ipynb).
+    """
+    if not PPO_GPT.exists():
+        raise FileNotFoundError(f"the RLHF-tuned GPT {PPO_GPT} is missing; make it with `python recipes/rlhf_ppo.py`")
+    return _load_gpt(PPO_GPT, manifest_sha256(PPO_GPT.name), map_location)
 
 
 def book_gpt_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
