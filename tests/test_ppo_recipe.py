@@ -88,3 +88,61 @@ def test_the_whole_chain_runs_in_one_command(tmp_path):
     assert res["sft_gpt_sha256"] == sha256_file(tmp_path / "sft" / "sft_gpt.safetensors")
     assert res["reward_gpt_sha256"] == sha256_file(tmp_path / "reward" / "quick_reward_gpt.safetensors")
     assert 0 <= out["ppo"]["gold"][1] <= 1
+
+
+def test_shipped_ppo_results_match_the_manifest_and_the_shipped_policy():
+    """The shipped results and policy are the recipe's: checksums match, every run is there with its evaluations,
+    and the shipped policy gives the KL that the headline run recorded on its last held-out answers, which the
+    gold judge and the shipped reward model score as recorded."""
+    from lmlib.assets import ASSETS, load_ppo_gpt, load_reward_gpt, load_sft_gpt, manifest_sha256  # noqa: PLC0415
+    from lmlib._io import sha256_file  # noqa: PLC0415
+    from lmlib.rlhf.instructions import build_instructions  # noqa: PLC0415
+    from lmlib.rlhf.ppo import gold_scorer, response_outputs, reward_model_scorer  # noqa: PLC0415
+    from lmlib.rlhf.template import END, format_prompt  # noqa: PLC0415
+
+    rec = _recipe()
+    for name in ("ppo_results.json", "ppo_gpt.safetensors"):
+        assert sha256_file(ASSETS / name) == manifest_sha256(name)
+    res = read_results(ASSETS / "ppo_results.json", "python recipes/rlhf_ppo.py")
+    assert set(res["runs"]) == set(rec.RUNS) and not res["quick"]
+    assert res["sft_gpt_sha256"] == manifest_sha256("sft_gpt.safetensors")
+    assert res["reward_gpt_sha256"] == manifest_sha256("reward_gpt.safetensors")
+    iters, every = res["recipe"]["iterations"], res["recipe"]["eval_every"]
+    for run in res["runs"].values():
+        assert [e["iteration"] for e in run["evals"]] == list(range(0, iters + 1, every))
+        assert len(run["history"]) == iters
+    head = res["runs"][res["headline"]]
+    assert res["summary"]["headline"]["gold_end"][0] == head["evals"][-1]["gold"]
+    # the last evaluation of the headline run, re-scored with the shipped models
+    sft, tok = load_sft_gpt()
+    ppo, _ = load_ppo_gpt()
+    rm, _ = load_reward_gpt()
+    by_id = {e.id: e for e in build_instructions(seed=0)["test"]}
+    k = res["recipe"]["eval_samples"]
+    prompts = [by_id[i] for i in head["eval_prompts"] for _ in range(k)]
+    last = head["evals"][-1]
+    answers = last["answers"]
+    gold = gold_scorer()(prompts, answers, [True] * len(prompts))
+    assert gold.tolist() == pytest.approx(last["gold_scores"], abs=1e-4)
+    end = tok.stoi[END]
+    rows = [tok.encode(format_prompt(e)) for e in prompts]
+    ans_ids = [tok.encode(a) for a in answers]
+    max_new = res["recipe"]["ppo"]["max_new_tokens"]
+    ended = [len(a) < max_new for a in ans_ids]  # an answer of max_new tokens was cut (no <|end|>)
+    proxy = reward_model_scorer(rm, tok)(prompts, answers, ended)
+    assert proxy.tolist() == pytest.approx(last["proxy_scores"], abs=2e-3)
+    # KL of the shipped policy to the tuned GPT on those answers, recomputed as the recipe did
+    P = max(map(len, rows))
+    N = max(len(a) + e for a, e in zip(ans_ids, ended))
+    tokens = torch.full((len(rows), P + N), end, dtype=torch.long)
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    for b, (p, a, e) in enumerate(zip(rows, ans_ids, ended)):
+        tokens[b, P - len(p):P] = torch.tensor(p)
+        full = a + ([end] if e else [])
+        tokens[b, P:P + len(full)] = torch.tensor(full)
+        mask[b, P - len(p):P + len(full)] = True
+    with torch.no_grad():
+        lp, _, _ = response_outputs(ppo, tokens, mask, P)
+        rp, _, _ = response_outputs(sft, tokens, mask, P)
+    kl = ((lp - rp) * mask[:, P:]).sum(1)
+    assert float(kl.mean()) == pytest.approx(last["kl"], abs=1e-3)
