@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..checks import as_mask
 from ..lm.decoding import distinct_n, generate_batch
 from ..lm.gpt import GPT
+from ..preferences import last_token_index
 from ..rl.gae import masked_gae
 from ..rl.losses import clipped_surrogate_loss, explained_variance, kl_penalty, masked_mean, masked_whiten, value_loss
 from ..text.tokenizer import CharTokenizer
@@ -128,20 +129,6 @@ def response_outputs(gpt: GPT, tokens: Tensor, mask: Tensor, prompt_width: int,
 # ----------------------------------------------------------------------------- rewards and the KL coefficient
 
 
-def _check_right_padded(mask: Tensor, name: str) -> Tensor:
-    m = mask.bool()
-    if m.ndim != 2:
-        raise ValueError(f"{name} must be (B, N), got {tuple(m.shape)}")
-    lengths = m.sum(1)
-    if bool((lengths == 0).any()):
-        raise ValueError(f"every row of {name} needs at least one real token; rows "
-                         f"{torch.nonzero(lengths == 0)[:, 0].tolist()[:5]} have none")
-    cols = torch.arange(m.shape[1], device=m.device)
-    if not torch.equal(m, cols[None, :] < lengths[:, None]):
-        raise ValueError(f"{name} must be right-padded (True for the first tokens of a row, then False)")
-    return lengths
-
-
 def token_rewards(
     scores: Tensor,
     logprobs: Tensor,
@@ -181,11 +168,11 @@ def token_rewards(
         raise ValueError("scores holds NaN or infinite values: check the reward function")
     if logprobs.shape != mask.shape:
         raise ValueError(f"mask {tuple(mask.shape)} must have the shape of logprobs {tuple(logprobs.shape)}")
-    lengths = _check_right_padded(mask, "mask")
+    last = last_token_index(mask)  # (B,); checks that every row is right-padded and has a real token
     kl = kl_penalty(logprobs, ref_logprobs, kind, mask)  # (B, N), 0 at padding; checks shapes and finiteness
     rewards = -kl_coef * kl
     rows = torch.arange(rewards.shape[0], device=rewards.device)
-    rewards = rewards.index_put((rows, lengths - 1), scores.to(rewards.dtype), accumulate=True)
+    rewards = rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)
     return rewards, kl
 
 
@@ -327,11 +314,6 @@ class Rollout:
     gold: Tensor | None = None  # (B,) the gold judge's, if the trainer has a gold_fn (never used for training)
     kl_coef: float = 0.0
 
-    @property
-    def lengths(self) -> Tensor:
-        """(B,) answer lengths in tokens (the end token included)."""
-        return self.response_mask.sum(1)
-
 
 def fitting_prompts(examples: Sequence[Example], tokenizer: CharTokenizer, block_size: int,
                     max_new_tokens: int) -> list[Example]:
@@ -409,10 +391,6 @@ def _distinct(words: list[list[str]], n: int) -> float:
         return distinct_n(words, n)
     except ValueError:
         return float("nan")
-
-
-def _sequence_kl(kl: Tensor) -> Tensor:
-    return kl.sum(1)  # (B,): padding is 0
 
 
 class RLHFTrainer:
@@ -590,7 +568,7 @@ class RLHFTrainer:
         t1 = time.perf_counter()
         upd = self.update(ro)
         t2 = time.perf_counter()
-        seq_kl = _sequence_kl(ro.kl)
+        seq_kl = ro.kl.sum(1)  # (B,) KL per answer: padding is 0
         self.kl_ctl.update(float(seq_kl.mean()), len(examples))
         words = [a.split() for a in ro.answers]
         rec = {
